@@ -1,0 +1,37 @@
+# `make demo` and `make test` each set up everything they need on a fresh machine:
+# a virtual environment in .venv, torch/torchvision at the pinned releases (installed first so no
+# other requirement pulls a newer torch), then this project in editable mode.
+# A stamp file per install step keeps repeated runs fast; editing setup.py reinstalls.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+TORCH := torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+
+.PHONY: demo test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.torch-installed: | $(BIN)/python
+	$(PIP) install --quiet $(TORCH)
+	touch $@
+
+$(VENV)/.project-installed: setup.py $(VENV)/.torch-installed
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.test-installed: setup.py $(VENV)/.project-installed
+	$(PIP) install --quiet -e ".[test]"
+	touch $@
+
+demo: $(VENV)/.project-installed
+	$(BIN)/nni-covid3d demo
+
+test: $(VENV)/.test-installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache demo_output

@@ -1,0 +1,3 @@
+from nni_covid3d.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Model spaces for nni-covid3d (installed as ``nni_covid3d.search_spaces``)."""
