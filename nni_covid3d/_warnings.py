@@ -7,8 +7,8 @@ import warnings
 # NNI 3.0 walks torch.nn and records every class; on torch >= 2.5 two names it does not know
 # (``Buffer``, ``LinearCrossEntropyOptions``) make it warn once at import time.
 _KNOWN_MESSAGES = (
-    r".*Buffer.*",
-    r".*LinearCrossEntropyOptions.*",
+    r"<class 'torch\.nn\.parameter\.Buffer'> is found to be not a nn\.Module",
+    r"<class 'torch\.nn\.modules\.linear_cross_entropy_options\.LinearCrossEntropyOptions'> is found to be not a nn\.Module",
 )
 
 
