@@ -48,6 +48,8 @@ setup(
     packages=[
         "nni_covid3d",
         "nni_covid3d.cli",
+        "nni_covid3d.models",
+        "nni_covid3d.training",
         "nni_covid3d.strategies",
         "nni_covid3d.search_spaces",
     ],
@@ -56,7 +58,7 @@ setup(
         "nni_covid3d.strategies": "strategies",
         "nni_covid3d.search_spaces": "search_spaces",
     },
-    package_data={"nni_covid3d.search_spaces": ["*.json"]},
+    package_data={"nni_covid3d.search_spaces": ["*.json"], "nni_covid3d": ["reference/*.csv"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest>=7", "pytest-timeout", "requests"]},

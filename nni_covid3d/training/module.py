@@ -1,0 +1,204 @@
+"""``CovidClassifier``: the one Lightning module that trains every model, alone or as NNI's evaluator.
+
+It follows NNI's ``SupervisedLearningModule`` (``nni/nas/evaluator/pytorch/lightning.py``): it subclasses
+NNI's ``LightningModule`` (the model may be given now or set later by the evaluator through
+``set_model``), is wrapped by ``nni.trace``, uses automatic optimisation and returns exactly one
+optimizer (plus its scheduler) — what NNI's one-shot strategies need under Lightning 2. Metrics are
+logged as torchmetrics objects, so they are epoch-level values even when a one-shot wrapper calls
+``training_step``/``validation_step`` directly (it does not forward ``on_validation_epoch_end``).
+
+Logged keys: ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``val_bal_acc``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import nni
+import torch
+import torchmetrics
+from nni.nas.evaluator.pytorch.lightning import LightningModule
+from torch import Tensor, nn
+
+__all__ = ["CovidClassifier", "unpack_batch", "CHECKPOINT_KEY"]
+
+# Key of our metadata inside a Lightning checkpoint (see ``nni_covid3d.training.checkpoint``).
+CHECKPOINT_KEY = "nni_covid3d"
+
+
+def unpack_batch(batch: Any) -> tuple[Tensor, Tensor]:
+    """``(image FloatTensor[B, C, D, H, W], label LongTensor[B])`` from a dict or a (x, y) sequence."""
+    if isinstance(batch, Mapping):
+        try:
+            x, y = batch["image"], batch["label"]
+        except KeyError as missing:
+            raise KeyError(f"batch dict needs keys 'image' and 'label', got {sorted(batch)}") from missing
+    elif isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        x, y = batch[0], batch[1]
+    else:
+        raise TypeError(f"batch must be a dict with 'image'/'label' or an (image, label) pair, got {type(batch)}")
+    return x, torch.as_tensor(y, device=x.device).long()
+
+
+@nni.trace
+class CovidClassifier(LightningModule):
+    """Classify CT volumes ``FloatTensor[B, C, D, H, W]`` into ``num_classes`` classes.
+
+    Parameters
+    ----------
+    model
+        An ``nn.Module``, a model name for :func:`nni_covid3d.models.get_model`, or ``None`` (NNI's
+        evaluator then calls ``set_model`` with each sampled architecture).
+    class_names
+        Class names in label order; their number is the number of classes.
+    in_channels, arch
+        Passed to ``get_model`` when ``model`` is a name (``arch``: exported architecture dict).
+    learning_rate, weight_decay
+        Adam's (the paper's 1e-3 and 5e-4 by default).
+    scheduler
+        ``"cosine"`` (cosine annealing over ``max_epochs``, per epoch) or ``"none"``.
+    max_epochs
+        Length of the cosine schedule; defaults to the trainer's ``max_epochs``.
+    class_weights
+        Per-class weights of the cross-entropy loss (e.g. inverse class frequencies), or ``None``.
+    preprocessing
+        ``Preprocessing.to_dict()`` of the data this model is trained on; stored in checkpoints.
+    model_name
+        Name stored in checkpoints when ``model`` is a module (e.g. ``"covidnet3d"``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | str | None = None,
+        *,
+        class_names: Sequence[str] = ("CP", "NCP", "Normal"),
+        in_channels: int = 1,
+        arch: Mapping[str, Any] | None = None,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 5e-4,
+        scheduler: str = "cosine",
+        max_epochs: int | None = None,
+        class_weights: Sequence[float] | None = None,
+        preprocessing: Mapping[str, Any] | None = None,
+        model_name: str | None = None,
+    ):
+        super().__init__()
+        class_names = [str(name) for name in class_names]
+        if len(class_names) < 2:
+            raise ValueError(f"need at least two class names, got {class_names}")
+        if scheduler not in ("cosine", "none"):
+            raise ValueError(f"scheduler must be 'cosine' or 'none', got {scheduler!r}")
+        if class_weights is not None:
+            class_weights = [float(w) for w in class_weights]
+            if len(class_weights) != len(class_names):
+                raise ValueError(f"{len(class_weights)} class weights for {len(class_names)} classes")
+        self.save_hyperparameters(
+            "learning_rate", "weight_decay", "scheduler", "max_epochs", "class_weights", "in_channels"
+        )
+        self.class_names = class_names
+        self.num_classes = len(class_names)
+        self.preprocessing = dict(preprocessing) if preprocessing is not None else None
+        self.arch = dict(arch) if arch is not None else None
+        # Where the training data came from ({"dataset", "root", "split_file", ...}); set by the pipeline.
+        self.data_source: dict[str, Any] | None = None
+
+        if isinstance(model, str):
+            from nni_covid3d.models import get_model
+
+            model_name = model_name or model
+            model = get_model(model, num_classes=self.num_classes, in_channels=in_channels, arch=arch)
+        self.model_name = model_name
+        if model is not None:
+            self.set_model(model)
+
+        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        self.criterion = nn.CrossEntropyLoss(weight=weight)
+        metric_args = {"task": "multiclass", "num_classes": self.num_classes}
+        self.train_acc = torchmetrics.Accuracy(**metric_args)
+        self.val_acc = torchmetrics.Accuracy(**metric_args)
+        self.val_bal_acc = torchmetrics.Accuracy(average="macro", **metric_args)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``FloatTensor[B, num_classes]`` for volumes ``FloatTensor[B, C, D, H, W]``."""
+        return self.model(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x, y = unpack_batch(batch)
+        logits = self(x)
+        loss = self.criterion(logits, y)
+        self.train_acc(logits, y)
+        batch_size = y.shape[0]
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)
+        self.log("train_acc", self.train_acc, prog_bar=True, on_step=False, on_epoch=True, batch_size=batch_size)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = unpack_batch(batch)
+        logits = self(x)
+        batch_size = y.shape[0]
+        self.val_acc(logits, y)
+        self.val_bal_acc(logits, y)
+        self.log("val_loss", self.criterion(logits, y), prog_bar=True, on_epoch=True, batch_size=batch_size)
+        self.log("val_acc", self.val_acc, prog_bar=True, on_epoch=True, batch_size=batch_size)
+        self.log("val_bal_acc", self.val_bal_acc, on_epoch=True, batch_size=batch_size)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        """Softmax probabilities ``FloatTensor[B, num_classes]`` and labels ``LongTensor[B]``."""
+        x, y = unpack_batch(batch)
+        return {"probs": torch.softmax(self(x), dim=1), "label": y}
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.Adam(
+            self.parameters(), lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay
+        )
+        if self.hparams.scheduler == "none":
+            return optimizer
+        t_max = self.hparams.max_epochs
+        if t_max is None and self._trainer is not None:
+            t_max = self.trainer.max_epochs
+        if t_max is None or t_max < 0 or math.isinf(t_max):
+            raise ValueError("the cosine schedule needs max_epochs (set it here or on the Trainer)")
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(int(t_max), 1))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # NNI reporting, as in NNI's SupervisedLearningModule: only inside an NNI trial.
+    def on_validation_epoch_end(self) -> None:
+        if nni.get_current_parameter() is not None and not self.trainer.sanity_checking:
+            result = self._nni_result()
+            if result is not None:
+                nni.report_intermediate_result(result)
+
+    def on_fit_end(self) -> None:
+        if nni.get_current_parameter() is not None:
+            result = self._nni_result()
+            if result is not None:
+                nni.report_final_result(result)
+
+    def _nni_result(self) -> dict[str, float] | None:
+        metrics = self.trainer.callback_metrics
+        stage = "val" if "val_acc" in metrics else "train"
+        if f"{stage}_acc" not in metrics:
+            return None
+        result = {"default": float(metrics[f"{stage}_acc"])}
+        if "val_bal_acc" in metrics:
+            result["val_bal_acc"] = float(metrics["val_bal_acc"])
+        return result
+
+    # Checkpoints: our metadata in plain Python types, so ``torch.load(weights_only=True)`` reads it.
+    def checkpoint_metadata(self) -> dict[str, Any]:
+        """What a checkpoint needs to rebuild this classifier without repeated flags."""
+        from nni_covid3d.training.checkpoint import FORMAT_VERSION, plain
+
+        return plain({
+            "format_version": FORMAT_VERSION,
+            "model_name": self.model_name,
+            "arch": self.arch,
+            "class_names": list(self.class_names),
+            "num_classes": self.num_classes,
+            "in_channels": int(self.hparams.in_channels),
+            "preprocessing": self.preprocessing,
+            "data": self.data_source,
+        })
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = self.checkpoint_metadata()
