@@ -48,6 +48,7 @@ setup(
     packages=[
         "nni_covid3d",
         "nni_covid3d.cli",
+        "nni_covid3d.explain",
         "nni_covid3d.models",
         "nni_covid3d.training",
         "nni_covid3d.strategies",

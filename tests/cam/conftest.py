@@ -1,0 +1,63 @@
+"""Small models shared by the CAM tests."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+
+class BlobNet(nn.Module):
+    """A fixed 3D classifier whose class-1 score is the mean bright-voxel response.
+
+    ``features`` keeps full resolution (depth included), so a correct CAM of class 1 peaks on the
+    brightest blob of the input; class 0 scores its negative.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv3d(1, 2, kernel_size=3, padding=1, bias=True), nn.ReLU())
+        with torch.no_grad():
+            self.features[0].weight.zero_()
+            self.features[0].weight[:, 0, 1, 1, 1] = 1.0  # identity filter on both channels
+            self.features[0].bias.fill_(-0.5)  # only bright voxels respond
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.fc = nn.Linear(2, 2)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))
+            self.fc.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+class StridedNet(nn.Module):
+    """Three stride-2 stages (depth 16 -> 8 -> 4 -> 2), for target-layer selection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stage1 = nn.Sequential(nn.Conv3d(1, 4, 3, stride=2, padding=1), nn.ReLU())
+        self.stage2 = nn.Sequential(nn.Conv3d(4, 4, 3, stride=2, padding=1), nn.ReLU())
+        self.stage3 = nn.Sequential(nn.Conv3d(4, 4, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(4, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stage3(self.stage2(self.stage1(x))))
+
+
+def blob_volume(center: tuple[int, int, int], shape=(8, 16, 16), radius: float = 1.5) -> torch.Tensor:
+    """(1, D, H, W) zeros with one bright ball of value 1 at ``center``."""
+    grid = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in shape], indexing="ij"))
+    distance = ((grid - torch.tensor(center, dtype=torch.float32).view(3, 1, 1, 1)) ** 2).sum(0).sqrt()
+    return (distance <= radius).float()[None]
+
+
+@pytest.fixture
+def blob_net() -> BlobNet:
+    torch.manual_seed(0)
+    return BlobNet().eval()
+
+
+@pytest.fixture
+def strided_net() -> StridedNet:
+    torch.manual_seed(0)
+    return StridedNet().eval()
