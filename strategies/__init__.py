@@ -1,1 +1,11 @@
-"""Search strategies for nni-covid3d (installed as ``nni_covid3d.strategies``)."""
+"""Search strategies for nni-covid3d (installed as ``nni_covid3d.strategies``).
+
+``GumbelDNAS`` is an NNI one-shot strategy (single-path, hard straight-through Gumbel-Softmax);
+``get(name, **kwargs)`` builds it or one of NNI's one-shot strategies by name.
+"""
+import nni_covid3d._warnings  # noqa: F401  (filters NNI's import warnings)
+
+from .gumbel_dnas import GumbelDNAS, GumbelDNASLightningModule, TemperatureSchedule
+from .registry import STRATEGY_NAMES, get
+
+__all__ = ["GumbelDNAS", "GumbelDNASLightningModule", "TemperatureSchedule", "STRATEGY_NAMES", "get"]

@@ -1,0 +1,322 @@
+"""Single-path supernet modules for :class:`~nni_covid3d.strategies.GumbelDNAS`.
+
+Each module replaces one NNI mutable (``LayerChoice``, ``InputChoice``, ``Repeat`` with a mutable
+depth) and holds the architecture logits ``alpha`` of its label(s). Per step the search module draws,
+for every label, ONE candidate with hard straight-through Gumbel-Softmax (:func:`hard_gumbel_draw`)
+and hands the draws to the modules (:meth:`set_draws`). A module then runs only the drawn candidate
+and multiplies its output by the straight-through weight ``hard - soft.detach() + soft`` at the
+drawn index: the forward value is exactly 1, so the output is the subnet's, and the backward
+carries ``d loss / d alpha`` through ``soft``. Modules sharing a label share one draw.
+
+Compare ``nni.nas.oneshot.pytorch.supermodule.sampling`` (one path, no logits) and
+``supermodule.differentiable`` (logits, but every path runs).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from nni.mutable import Categorical, CategoricalMultiple, Mutable, MutableExpression
+from nni.nas.nn.pytorch import InputChoice, LayerChoice, MutableModule, Repeat
+from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
+
+__all__ = [
+    "Draw",
+    "hard_gumbel_draw",
+    "GumbelSuperNetModule",
+    "GumbelLayerChoice",
+    "GumbelInputChoice",
+    "GumbelRepeat",
+    "reject_unsupported",
+    "parameter_bytes",
+]
+
+BYTES_PER_MB = 2**20
+
+
+@dataclass
+class Draw:
+    """One label's sample for one step: the candidate index and its straight-through weight.
+
+    ``weight`` is a 0-d tensor equal to 1 in the forward pass whose gradient flows into ``alpha``
+    (``None`` when the sample is fixed and carries no gradient, e.g. argmax evaluation).
+    """
+
+    index: int
+    weight: torch.Tensor | None = None
+
+
+def hard_gumbel_draw(alpha: torch.Tensor, tau: float, generator: torch.Generator | None = None) -> Draw:
+    """Draw one candidate from ``softmax(alpha)`` with hard straight-through Gumbel-Softmax.
+
+    ``alpha``: [K] logits. The uniform noise is drawn on the CPU from ``generator`` (so that every
+    DDP rank seeded alike draws the same path) and moved to ``alpha``'s device.
+    """
+    uniform = torch.rand(alpha.shape, generator=generator, dtype=torch.float32)
+    gumbel = -torch.log(-torch.log(uniform.clamp_(1e-10, 1.0 - 1e-7))).to(alpha.device, alpha.dtype)
+    soft = F.softmax((alpha + gumbel) / tau, dim=-1)
+    index = int(torch.argmax(soft.detach()).item())
+    hard = torch.zeros_like(soft)
+    hard[index] = 1.0
+    straight_through = hard - soft.detach() + soft
+    return Draw(index, straight_through[index])
+
+
+def parameter_bytes(module: nn.Module, exclude: set[int] | None = None) -> int:
+    """Bytes of ``module``'s parameters (deduplicated), skipping parameters whose ``id`` is in ``exclude``."""
+    exclude = exclude or set()
+    seen: set[int] = set()
+    total = 0
+    for p in module.parameters():
+        if id(p) in seen or id(p) in exclude:
+            continue
+        seen.add(id(p))
+        total += p.numel() * p.element_size()
+    return total
+
+
+def _scale(output: Any, weight: torch.Tensor | None) -> Any:
+    """Multiply every tensor in ``output`` (tensor / tuple / list / dict) by the 0-d ``weight``."""
+    if weight is None:
+        return output
+    if isinstance(output, torch.Tensor):
+        return output * weight.to(output.dtype)
+    if isinstance(output, (list, tuple)):
+        return type(output)(_scale(o, weight) for o in output)
+    if isinstance(output, dict):
+        return {k: _scale(v, weight) for k, v in output.items()}
+    return output
+
+
+def _nested_supernet_params(module: nn.Module) -> set[int]:
+    """``id``s of parameters that belong to Gumbel supernet modules nested strictly inside ``module``."""
+    ids: set[int] = set()
+    for sub in module.modules():
+        if sub is not module and isinstance(sub, GumbelSuperNetModule):
+            ids.update(id(p) for p in sub.parameters())
+    return ids
+
+
+class GumbelSuperNetModule(BaseSuperNetModule):
+    """Interface shared by the Gumbel supernet modules (used by the search module)."""
+
+    def label_alphas(self) -> dict[str, nn.Parameter]:
+        """``{label: alpha}`` of the decisions this module takes part in."""
+        raise NotImplementedError
+
+    def label_values(self) -> dict[str, list[Any]]:
+        """``{label: candidate values}`` in the order of ``alpha``."""
+        raise NotImplementedError
+
+    def set_draws(self, draws: dict[str, Draw]) -> None:
+        """Fix the path for the next forward from per-label draws."""
+        raise NotImplementedError
+
+    def candidate_costs(self) -> dict[str, list[float]]:
+        """``{label: [cost in MB of each value]}``: parameter bytes that choosing the value adds.
+
+        Parameters of nested choices are excluded here; the nested modules count them themselves.
+        """
+        raise NotImplementedError
+
+    def arch_parameters(self) -> Iterator[nn.Parameter]:
+        yield from self.label_alphas().values()
+
+    def export(self, memo: dict[str, Any]) -> dict[str, Any]:
+        """The argmax of the learned logits (never a sample)."""
+        result = {}
+        for label, alpha in self.label_alphas().items():
+            if label not in memo:
+                result[label] = self._value(label, int(torch.argmax(alpha.detach()).item()))
+        return result
+
+    def export_probs(self, memo: dict[str, Any]) -> dict[str, Any]:
+        result = {}
+        for label, alpha in self.label_alphas().items():
+            if label not in memo:
+                probs = F.softmax(alpha.detach().float(), dim=-1).cpu().tolist()
+                # InputChoice values are one-index lists; key them by the index, as NNI's DARTS does.
+                keys = [v[0] if isinstance(v, list) else v for v in self.label_values()[label]]
+                result[label] = dict(zip(keys, probs))
+        return result
+
+    def resample(self, memo: dict[str, Any]) -> dict[str, Any]:
+        """NNI's sampling API: take ``memo``'s value, else sample ``softmax(alpha)`` (no gradient)."""
+        draws, new = {}, {}
+        for label, alpha in self.label_alphas().items():
+            values = self.label_values()[label]
+            if label in memo:
+                draws[label] = Draw(values.index(memo[label]))
+            else:
+                index = int(torch.multinomial(F.softmax(alpha.detach().float(), -1), 1).item())
+                draws[label] = Draw(index)
+                new[label] = values[index]
+        self.set_draws(draws)
+        return new
+
+    def _value(self, label: str, index: int) -> Any:
+        return self.label_values()[label][index]
+
+
+class GumbelLayerChoice(LayerChoice, GumbelSuperNetModule):
+    """``LayerChoice`` that runs only the drawn candidate, scaled by its straight-through weight."""
+
+    def __init__(self, candidates: list[nn.Module] | dict[str, nn.Module], alpha: nn.Parameter, label: str):
+        super().__init__(candidates, label=label)
+        if len(alpha) != len(self.names):
+            raise ValueError(f"alpha of {label!r} has {len(alpha)} entries for {len(self.names)} candidates")
+        self._arch_alpha = alpha
+        self._draw: Draw | None = None
+
+    @classmethod
+    def mutate(cls, module: nn.Module, name: str, memo: dict[str, Any], mutate_kwargs: dict[str, Any]):
+        if isinstance(module, LayerChoice) and not isinstance(module, BaseSuperNetModule):
+            return cls(module.candidates, memo[module.label], module.label)
+        return None
+
+    def label_alphas(self) -> dict[str, nn.Parameter]:
+        return {self.label: self._arch_alpha}
+
+    def label_values(self) -> dict[str, list[Any]]:
+        return {self.label: list(self.names)}
+
+    def set_draws(self, draws: dict[str, Draw]) -> None:
+        self._draw = draws[self.label]
+
+    def candidate_costs(self) -> dict[str, list[float]]:
+        nested = _nested_supernet_params(self)
+        return {self.label: [parameter_bytes(self[n], nested) / BYTES_PER_MB for n in self.names]}
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self._draw is None:
+            raise RuntimeError(f"LayerChoice {self.label!r}: no path drawn before forward")
+        output = self[self.names[self._draw.index]](*args, **kwargs)
+        return _scale(output, self._draw.weight)
+
+
+class GumbelInputChoice(InputChoice, GumbelSuperNetModule):
+    """``InputChoice`` (one chosen input) that passes on only the drawn input, scaled."""
+
+    def __init__(self, n_candidates: int, reduction: str, alpha: nn.Parameter, label: str):
+        super().__init__(n_candidates, n_chosen=1, reduction=reduction, label=label)
+        if len(alpha) != n_candidates:
+            raise ValueError(f"alpha of {label!r} has {len(alpha)} entries for {n_candidates} candidates")
+        self._arch_alpha = alpha
+        self._draw: Draw | None = None
+
+    @classmethod
+    def mutate(cls, module: nn.Module, name: str, memo: dict[str, Any], mutate_kwargs: dict[str, Any]):
+        if isinstance(module, InputChoice) and not isinstance(module, BaseSuperNetModule):
+            if module.n_chosen != 1:
+                raise TypeError(
+                    f"GumbelDNAS draws one input per InputChoice, but `{name}` (label {module.label!r}) "
+                    f"has n_chosen={module.n_chosen}"
+                )
+            return cls(module.n_candidates, module.reduction, memo[module.label], module.label)
+        return None
+
+    def label_alphas(self) -> dict[str, nn.Parameter]:
+        return {self.label: self._arch_alpha}
+
+    def label_values(self) -> dict[str, list[Any]]:
+        # NNI's sample value of an InputChoice is the list of chosen indices.
+        return {self.label: [[i] for i in range(self.n_candidates)]}
+
+    def set_draws(self, draws: dict[str, Draw]) -> None:
+        self._draw = draws[self.label]
+
+    def candidate_costs(self) -> dict[str, list[float]]:
+        return {self.label: [0.0] * self.n_candidates}
+
+    def forward(self, candidate_inputs: Sequence[Any]) -> Any:
+        if self._draw is None:
+            raise RuntimeError(f"InputChoice {self.label!r}: no input drawn before forward")
+        if len(candidate_inputs) != self.n_candidates:
+            raise ValueError(f"InputChoice {self.label!r}: expected {self.n_candidates} inputs, got {len(candidate_inputs)}")
+        chosen = _scale(candidate_inputs[self._draw.index], self._draw.weight)
+        # With one chosen input, sum / mean / concat all reduce to that input.
+        return [chosen] if self.reduction == "none" else chosen
+
+
+class GumbelRepeat(Repeat, GumbelSuperNetModule):
+    """``Repeat`` with a mutable depth: runs the drawn number of blocks, output scaled.
+
+    The depth may be any expression of categorical choices; its draw weight is the product of the
+    straight-through weights of the labels it depends on.
+    """
+
+    def __init__(self, blocks: list[nn.Module], depth: MutableExpression[int], alphas: dict[str, nn.Parameter]):
+        super().__init__(blocks, depth)
+        self._arch_alpha = nn.ParameterDict(alphas)
+        self._leaves: dict[str, Categorical] = {
+            label: mutable for label, mutable in depth.simplify().items()  # type: ignore[misc]
+        }
+        self._depth: int | None = None
+        self._weight: torch.Tensor | None = None
+
+    @classmethod
+    def mutate(cls, module: nn.Module, name: str, memo: dict[str, Any], mutate_kwargs: dict[str, Any]):
+        if isinstance(module, Repeat) and not isinstance(module, BaseSuperNetModule) \
+                and isinstance(module.depth_choice, Mutable):
+            alphas = {label: memo[label] for label in module.depth_choice.simplify()}
+            return cls(list(module.blocks), module.depth_choice, alphas)  # type: ignore[arg-type]
+        return None
+
+    def label_alphas(self) -> dict[str, nn.Parameter]:
+        return {label: self._arch_alpha[label] for label in self._leaves}
+
+    def label_values(self) -> dict[str, list[Any]]:
+        return {label: list(mutable.values) for label, mutable in self._leaves.items()}
+
+    def set_draws(self, draws: dict[str, Draw]) -> None:
+        sample = {label: self._value(label, draws[label].index) for label in self._leaves}
+        self._depth = int(self.depth_choice.freeze(sample))  # type: ignore[union-attr]
+        weights = [draws[label].weight for label in self._leaves if draws[label].weight is not None]
+        self._weight = math.prod(weights[1:], start=weights[0]) if weights else None
+
+    def candidate_costs(self) -> dict[str, list[float]]:
+        """Cost per depth value: bytes of the first ``depth`` blocks (single-label depths only)."""
+        nested = _nested_supernet_params(self)
+        block_mb = [parameter_bytes(block, nested) / BYTES_PER_MB for block in self.blocks]
+        costs = {}
+        for label, mutable in self._leaves.items():
+            if len(self._leaves) == 1 and isinstance(self.depth_choice, Categorical):
+                costs[label] = [sum(block_mb[: int(v)]) for v in mutable.values]
+            else:
+                # A composed depth expression: charge the full stack to every value (no gradient signal).
+                costs[label] = [sum(block_mb)] * len(mutable.values)
+        return costs
+
+    def forward(self, x: Any) -> Any:
+        if self._depth is None:
+            raise RuntimeError(f"Repeat {self.label!r}: no depth drawn before forward")
+        for block in self.blocks[: self._depth]:
+            x = block(x)
+        return _scale(x, self._weight)
+
+
+def reject_unsupported(module: nn.Module, name: str, memo: dict[str, Any], mutate_kwargs: dict[str, Any]) -> bool:
+    """Last mutation hook: fail on any mutable that no Gumbel supernet module took over."""
+    if isinstance(module, MutableModule) and not isinstance(module, BaseSuperNetModule) and module.mutables:
+        labels = sorted(str(getattr(mutable, "label", mutable)) for mutable in module.mutables)
+        raise TypeError(
+            f"GumbelDNAS supports only LayerChoice, InputChoice and Repeat (mutable depth); "
+            f"module `{name}` of type {type(module).__name__} holds mutables {labels}"
+        )
+    return False
+
+
+def check_categorical(label: str, mutable: Mutable) -> int:
+    """Number of candidates of a top-level mutable, or a clear error if it cannot be searched."""
+    if isinstance(mutable, Categorical):
+        return len(mutable.values)
+    if isinstance(mutable, CategoricalMultiple) and mutable.n_chosen == 1:
+        return len(mutable.values)
+    raise TypeError(
+        f"GumbelDNAS searches categorical choices (LayerChoice, InputChoice with n_chosen=1, Repeat depth); "
+        f"mutable {label!r} is a {type(mutable).__name__}: {mutable!r}"
+    )
