@@ -18,6 +18,7 @@ from nni_covid3d._version import __version__
 COMMAND_MODULES: tuple[str, ...] = (
     "nni_covid3d.cli.info",
     "nni_covid3d.cli.demo",
+    "nni_covid3d.cli.arch",
 )
 
 
