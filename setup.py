@@ -51,6 +51,7 @@ setup(
         "nni_covid3d.explain",
         "nni_covid3d.models",
         "nni_covid3d.training",
+        "nni_covid3d.data",
         "nni_covid3d.strategies",
         "nni_covid3d.search_spaces",
     ],

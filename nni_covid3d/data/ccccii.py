@@ -1,0 +1,111 @@
+"""CC-CCII (raw and Clean-CC-CCII): ``root/{CP,NCP,Normal}/<patient_id>/<scan_id>/<slice>.png|jpg``."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from nni_covid3d.data.io import PNG_SUFFIXES
+from nni_covid3d.data.readers import MASK_FOLDER, ScanCollector, visible_children
+from nni_covid3d.data.records import DataError, DatasetIndex, Scan, natural_key
+
+__all__ = ["CLASS_NAMES", "read_ccccii", "mask_path_for"]
+
+#: The paper's label order: CP=0, NCP=1, Normal=2.
+CLASS_NAMES = ["CP", "NCP", "Normal"]
+OPTIONAL_FILES = ("unzip_filenames.csv", "lesions_slices.csv")
+
+
+def mask_path_for(root: Path, class_name: str, patient_id: str, scan_id: str) -> Path:
+    """Where a lesion mask for a CC-CCII scan lives (written by the synthetic generator)."""
+    return root / MASK_FOLDER / f"{class_name}_{patient_id}_{scan_id}_mask.nii.gz"
+
+
+def _scan_slices(scan_dir: Path) -> list[Path]:
+    files = visible_children(scan_dir)
+    if not files:
+        raise DataError(scan_dir, "empty scan folder (no slice images)")
+    for path in files:
+        if path.is_dir():
+            raise DataError(path, "unexpected folder inside a scan folder (expected slice images)")
+        if path.suffix.lower() not in PNG_SUFFIXES:
+            raise DataError(path, f"not a slice image (expected .png or .jpg, got {path.suffix or 'no suffix'!r})")
+    return sorted(files, key=natural_key)
+
+
+def _read_unzip_filenames(root: Path) -> dict[tuple[str, str], str]:
+    """``unzip_filenames.csv``: (patient_id, scan_id) -> class name, to cross-check folder labels."""
+    path = root / "unzip_filenames.csv"
+    if not path.exists():
+        return {}
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        needed = {"label", "patient_id", "scan_id"}
+        if not reader.fieldnames or not needed <= set(reader.fieldnames):
+            raise DataError(path, f"expected columns {sorted(needed)}, got {reader.fieldnames}")
+        return {(str(row["patient_id"]), str(row["scan_id"])): row["label"] for row in reader}
+
+
+def read_lesion_slices(root: Path) -> dict[str, list[str]]:
+    """``lesions_slices.csv`` (header ``imgpath``): scan key ``<class>/<pid>/<sid>`` -> slice file names."""
+    path = Path(root) / "lesions_slices.csv"
+    out: dict[str, list[str]] = {}
+    if not path.exists():
+        return out
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or "imgpath" not in reader.fieldnames:
+            raise DataError(path, f"expected a column 'imgpath', got {reader.fieldnames}")
+        for row in reader:
+            parts = Path(row["imgpath"]).parts
+            if len(parts) != 4:
+                raise DataError(path, f"imgpath {row['imgpath']!r} is not <class>/<pid>/<sid>/<slice>")
+            out.setdefault("/".join(parts[:3]), []).append(parts[3])
+    return out
+
+
+def read_ccccii(root: Path, *, task: str | None, collector: ScanCollector) -> DatasetIndex:
+    """Index CC-CCII. Labels come from the class folder; slices are naturally sorted."""
+    listed = _read_unzip_filenames(root)
+    for entry in visible_children(root):
+        if entry.is_dir() and entry.name not in CLASS_NAMES and entry.name != MASK_FOLDER:
+            collector.reject(entry, f"unknown class folder {entry.name!r} (expected {', '.join(CLASS_NAMES)})")
+        elif entry.is_file() and entry.name not in OPTIONAL_FILES:
+            raise DataError(entry, f"unexpected file in the dataset root (expected class folders {CLASS_NAMES})")
+    for label, class_name in enumerate(CLASS_NAMES):
+        class_dir = root / class_name
+        if not class_dir.is_dir():
+            raise DataError(class_dir, "class folder is missing")
+        patients = sorted(visible_children(class_dir), key=natural_key)
+        if not patients:
+            collector.reject(class_dir, "empty class folder (no patient folders)")
+            continue
+        for patient_dir in patients:
+            if not patient_dir.is_dir():
+                collector.reject(patient_dir, "unexpected file in a class folder (expected patient folders)")
+                continue
+            scan_dirs = sorted(visible_children(patient_dir), key=natural_key)
+            if not scan_dirs:
+                collector.reject(patient_dir, "empty patient folder (no scan folders)")
+            for scan_dir in scan_dirs:
+                if not scan_dir.is_dir():
+                    collector.reject(scan_dir, "unexpected file in a patient folder (expected scan folders)")
+                    continue
+
+                def build(scan_dir=scan_dir, patient_id=patient_dir.name, label=label, class_name=class_name):
+                    csv_label = listed.get((patient_id, scan_dir.name))
+                    if csv_label is not None and csv_label != class_name:
+                        raise DataError(scan_dir, f"folder class {class_name} contradicts unzip_filenames.csv label {csv_label}")
+                    mask = mask_path_for(root, class_name, patient_id, scan_dir.name)
+                    return Scan(
+                        dataset="ccccii",
+                        patient_id=patient_id,
+                        scan_id=scan_dir.name,
+                        label=label,
+                        label_name=class_name,
+                        paths=tuple(_scan_slices(scan_dir)),
+                        spacing=None,
+                        mask_path=mask if mask.exists() else None,
+                    )
+
+                collector.add(scan_dir, build)
+    return DatasetIndex("ccccii", root, collector.scans, list(CLASS_NAMES), collector.skipped)

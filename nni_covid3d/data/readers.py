@@ -1,0 +1,121 @@
+"""``load_dataset``: index a dataset on disk by name, with checks of every scan."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable
+
+from nni_covid3d.data.io import check_nifti_header, check_slice_headers, is_nifti, read_scan
+from nni_covid3d.data.records import DataError, DatasetIndex, Scan, SkippedScan
+
+__all__ = ["DATASETS", "CHECK_LEVELS", "load_dataset", "check_scan", "ScanCollector"]
+
+#: Readers' depth of checking at index time: "none" lists files only; "header" opens every file's
+#: header (image size, NIfTI shape) without decoding pixels; "full" decodes every scan.
+CHECK_LEVELS = ("none", "header", "full")
+
+#: Folder written beside a slice-stack layout by the synthetic generator for lesion masks; readers skip it.
+MASK_FOLDER = "lesion_masks"
+
+
+def check_scan(scan: Scan, level: str) -> Scan:
+    """Check a scan's files at the given level; may fill in ``spacing`` from a NIfTI header."""
+    if level == "none":
+        return scan
+    if len(scan.paths) == 1 and is_nifti(scan.paths[0]):
+        spacing = check_nifti_header(scan.paths[0])
+        if scan.spacing is None:
+            scan = Scan(**{**scan.__dict__, "spacing": spacing})
+    elif not (len(scan.paths) == 1 and scan.paths[0].is_dir()):
+        check_slice_headers(list(scan.paths))
+    if level == "full":
+        read_scan(scan.paths)
+    return scan
+
+
+class ScanCollector:
+    """Collects scans, turning per-scan :class:`DataError` into skipped entries when ``skip_bad``."""
+
+    def __init__(self, check: str, skip_bad: bool):
+        if check not in CHECK_LEVELS:
+            raise ValueError(f"check must be one of {CHECK_LEVELS}, got {check!r}")
+        self.check = check
+        self.skip_bad = skip_bad
+        self.scans: list[Scan] = []
+        self.skipped: list[SkippedScan] = []
+
+    def add(self, location: Path, build: Callable[[], Scan]) -> None:
+        """Build a scan (which may raise DataError), check it and keep it, or skip it."""
+        try:
+            self.scans.append(check_scan(build(), self.check))
+        except DataError as error:
+            self.reject(location, error)
+
+    def reject(self, location: Path, problem: DataError | str) -> None:
+        """Record a bad scan or folder: raise, or list it as skipped when ``skip_bad``."""
+        error = problem if isinstance(problem, DataError) else DataError(location, problem)
+        if not self.skip_bad:
+            raise error
+        self.skipped.append(SkippedScan(location, str(error)))
+
+
+def require_root(root: Path | str) -> Path:
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: dataset root does not exist")
+    if not root.is_dir():
+        raise DataError(root, "dataset root is not a folder")
+    return root
+
+
+def visible_children(folder: Path) -> list[Path]:
+    """Entries of a folder without hidden files (``.DS_Store``, ``._*``)."""
+    return [p for p in folder.iterdir() if not p.name.startswith(".")]
+
+
+def load_dataset(
+    name: str,
+    root: Path | str,
+    *,
+    task: str | None = None,
+    skip_bad: bool = False,
+    check: str = "header",
+) -> DatasetIndex:
+    """Index a dataset on disk.
+
+    Args:
+        name: ``"ccccii"``, ``"mosmed"`` or ``"covidctset"``.
+        root: the dataset's root folder, in the layout of its public release (see DATASETS.md).
+        task: MosMedData only: ``"binary"`` (default, CT-0 normal vs CT-1..4 COVID) or ``"severity"``.
+        skip_bad: leave out bad scans instead of raising; every skipped scan is listed in ``.skipped``.
+        check: ``"none"``, ``"header"`` (default: every file opens, slice sizes agree, NIfTI is 3D) or
+            ``"full"`` (decode every scan: also finds truncated files and NaN voxels).
+    """
+    key = name.lower().replace("-", "").replace("_", "")
+    if key not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
+    if task is not None and key != "mosmed":
+        raise ValueError(f"task={task!r} only applies to the mosmed dataset")
+    reader = _reader(key)
+    return reader(require_root(root), task=task, collector=ScanCollector(check, skip_bad))
+
+
+#: Canonical dataset names.
+DATASETS = ("ccccii", "mosmed", "covidctset")
+
+
+def _reader(key: str) -> Callable[..., DatasetIndex]:
+    if key == "ccccii":
+        from nni_covid3d.data.ccccii import read_ccccii
+
+        return read_ccccii
+    if key == "mosmed":
+        from nni_covid3d.data.mosmed import read_mosmed
+
+        return read_mosmed
+    from nni_covid3d.data.covidctset import read_covidctset
+
+    return read_covidctset
+
+
+def sorted_unique(items: Iterable[str]) -> list[str]:
+    return sorted(set(items))

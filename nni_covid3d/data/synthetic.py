@@ -1,0 +1,254 @@
+"""Write synthetic phantom datasets in the real on-disk layouts of CC-CCII, MosMedData and COVID-CTset.
+
+Each layout gets lesion masks as NIfTI files (CC-CCII / COVID-CTset: ``<root>/lesion_masks/``,
+MosMedData: ``<root>/masks/study_NNNN_mask.nii.gz`` as in the release), aligned voxel for voxel with
+the volume the readers load. Output is deterministic for a given seed.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from nni_covid3d.data.io import TIFF_HU_OFFSET
+from nni_covid3d.data.phantom import Phantom, make_phantom, random_anatomy
+from nni_covid3d.data.readers import MASK_FOLDER
+
+__all__ = ["LAYOUTS", "write_synthetic_dataset", "PNG_WINDOW", "save_axial_nifti"]
+
+LAYOUTS = ("ccccii", "mosmed", "covidctset")
+#: The lung display window (level -600, width 1500) used to write 8-bit PNG slices from HU.
+PNG_WINDOW = (-1350.0, 150.0)
+#: Default slice-count ranges per layout (real data: CC-CCII 9-457, MosMed 33-46, COVID-CTset 1-78 selected).
+DEFAULT_SLICES = {"ccccii": (24, 64), "mosmed": (33, 46), "covidctset": (16, 40)}
+#: MosMed CT-k involved-lung fraction ranges.
+SEVERITY_RANGES = [(0.0, 0.0), (0.03, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 0.9)]
+
+
+def _hu_to_gray8(volume: np.ndarray) -> np.ndarray:
+    lo, hi = PNG_WINDOW
+    return np.clip(np.rint((volume.astype(np.float32) - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
+
+
+def save_axial_nifti(path: Path, volume: np.ndarray, spacing: tuple[float, float, float], *, flip_xy: bool = False) -> None:
+    """Write ``[D, H, W]`` axial data (rows posterior-going, columns towards patient-left) as NIfTI.
+
+    The voxel axes are stored as (x, y, z) with an affine that MONAI/nibabel reorient back to exactly
+    ``volume``. ``flip_xy`` stores the in-plane axes reversed with a RAS-positive affine instead (the
+    same image, a different but equally valid encoding).
+    """
+    import nibabel as nib
+
+    z, y, x = spacing
+    data = np.ascontiguousarray(volume.transpose(2, 1, 0))  # (x, y, z)
+    if flip_xy:
+        data = np.ascontiguousarray(data[::-1, ::-1, :])
+        affine = np.diag([x, y, z, 1.0])
+    else:
+        affine = np.diag([-x, -y, z, 1.0])
+    affine[:3, 3] = [-0.5 * x * data.shape[0], -0.5 * y * data.shape[1], -100.0]
+    image = nib.Nifti1Image(data, affine)
+    image.header.set_xyzt_units("mm")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(image, str(path))
+
+
+def _class_sequence(n: int, pattern: Sequence[int], rng: np.random.Generator) -> list[int]:
+    """Labels for n patients: repeat ``pattern`` (so every class appears early), then shuffle."""
+    labels = [pattern[i % len(pattern)] for i in range(n)]
+    rng.shuffle(labels)
+    return labels
+
+
+def _scan_phantom(rng, anatomy, *, size, slices, lesion, involvement, spacing_z):
+    n_slices = int(rng.integers(slices[0], slices[1] + 1))
+    pixel = float(rng.uniform(0.6, 0.9)) * 512 / size
+    z = float(rng.uniform(*spacing_z))
+    return make_phantom(rng, anatomy, size=size, n_slices=n_slices, lesion=lesion, involvement=involvement, spacing=(z, pixel, pixel))
+
+
+def write_synthetic_dataset(
+    layout: str,
+    out_dir: Path | str,
+    *,
+    n_patients: int,
+    seed: int,
+    size: int = 512,
+    slices: tuple[int, int] | None = None,
+    variant: str = "raw",
+) -> Path:
+    """Write a phantom dataset in a real layout; returns the dataset root.
+
+    Args:
+        layout: ``"ccccii"``, ``"mosmed"`` or ``"covidctset"``.
+        out_dir: the dataset root to create (may exist, should be empty).
+        n_patients: number of patients (classes assigned in rotation, so small counts cover all classes).
+        seed: everything is a deterministic function of the seed.
+        size: in-plane size H = W (512 as the real data; 64-96 for quick runs).
+        slices: (min, max) slices per scan; the layout's default when ``None``.
+        variant: COVID-CTset only: ``"raw"`` (patient/series folders) or ``"folds"`` (flat folder of
+            selected slices plus ``CSV/{train,validation,test}{1..5}.csv``).
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+    if n_patients < 1:
+        raise ValueError("n_patients must be at least 1")
+    if variant != "raw" and layout != "covidctset":
+        raise ValueError("variant only applies to the covidctset layout")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    slices = tuple(slices) if slices else DEFAULT_SLICES[layout]
+    if slices[0] < 1 or slices[1] < slices[0]:
+        raise ValueError(f"slices must be (min, max) with 1 <= min <= max, got {slices}")
+    rng = np.random.default_rng(seed)
+    writer = {"ccccii": _write_ccccii, "mosmed": _write_mosmed, "covidctset": _write_covidctset}[layout]
+    kwargs = {"variant": variant} if layout == "covidctset" else {}
+    writer(out, rng, n_patients=n_patients, size=size, slices=slices, **kwargs)
+    return out
+
+
+# --------------------------------------------------------------------------------------- CC-CCII
+def _write_ccccii(root: Path, rng, *, n_patients, size, slices) -> None:
+    from PIL import Image
+
+    from nni_covid3d.data.ccccii import CLASS_NAMES, mask_path_for
+
+    labels = _class_sequence(n_patients, [0, 1, 2], rng)
+    unzip_rows, lesion_rows = [], []
+    for index, label in enumerate(labels):
+        class_name = CLASS_NAMES[label]
+        patient_id = str(1000 + index)  # integer ids, unique across classes
+        anatomy = random_anatomy(rng)
+        n_scans = int(rng.choice([1, 1, 2, 3]))
+        for scan_index in range(n_scans):
+            scan_id = str(2000 + 10 * index + scan_index)
+            lesion = {"CP": "consolidation", "NCP": "ggo", "Normal": "none"}[class_name]
+            involvement = 0.0 if lesion == "none" else float(rng.uniform(0.03, 0.2))
+            phantom = _scan_phantom(rng, anatomy, size=size, slices=slices, lesion=lesion, involvement=involvement, spacing_z=(1.0, 5.0))
+            scan_dir = root / class_name / patient_id / scan_id
+            scan_dir.mkdir(parents=True, exist_ok=True)
+            gray = _hu_to_gray8(phantom.volume)
+            use_jpg = rng.uniform() < 0.15
+            padded = rng.uniform() < 0.5  # "0007.png" (Clean-CC-CCII) or "7.png" (needs natural sort)
+            for z in range(gray.shape[0]):
+                name = f"{z:04d}" if padded else str(z)
+                if use_jpg:
+                    Image.fromarray(gray[z]).save(scan_dir / f"{name}.jpg", quality=95)
+                else:
+                    Image.fromarray(gray[z]).save(scan_dir / f"{name}.png")
+                if phantom.mask[z].any():
+                    lesion_rows.append(f"{class_name}/{patient_id}/{scan_id}/{name}.{'jpg' if use_jpg else 'png'}")
+            unzip_rows.append((f"{class_name}-{patient_id}.zip", class_name, patient_id, scan_id, gray.shape[0]))
+            if lesion != "none":
+                save_axial_nifti(mask_path_for(root, class_name, patient_id, scan_id), phantom.mask, phantom.spacing)
+    with (root / "unzip_filenames.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["zip_file", "label", "patient_id", "scan_id", "n_slice"])
+        writer.writerows(unzip_rows)
+    with (root / "lesions_slices.csv").open("w", newline="") as handle:
+        handle.write("imgpath\n" + "".join(f"{row}\n" for row in lesion_rows))
+
+
+# ------------------------------------------------------------------------------------ MosMedData
+def _write_mosmed(root: Path, rng, *, n_patients, size, slices) -> None:
+    grades = _class_sequence(n_patients, [0, 1, 2, 0, 3, 1, 0, 4, 1, 2], rng)
+    registry = []
+    for index, grade in enumerate(grades):
+        study_id = f"study_{index + 1:04d}"
+        anatomy = random_anatomy(rng)
+        lo, hi = SEVERITY_RANGES[grade]
+        involvement = float(rng.uniform(lo, hi)) if grade else 0.0
+        phantom = _scan_phantom(
+            rng, anatomy, size=size, slices=slices, lesion="ggo" if grade else "none", involvement=involvement, spacing_z=(7.5, 10.0)
+        )
+        study_file = root / "studies" / f"CT-{grade}" / f"{study_id}.nii.gz"
+        save_axial_nifti(study_file, phantom.volume.astype(np.int16), phantom.spacing, flip_xy=True)
+        mask_file = ""
+        if grade:
+            mask = root / "masks" / f"{study_id}_mask.nii.gz"
+            save_axial_nifti(mask, phantom.mask, phantom.spacing, flip_xy=True)
+            mask_file = str(mask.relative_to(root))
+        registry.append(
+            {"study_id": index + 1, "category": f"CT-{grade}", "study_file": str(study_file.relative_to(root)), "mask_file": mask_file}
+        )
+    import pandas as pd
+
+    pd.DataFrame(registry).to_excel(root / "dataset_registry.xlsx", index=False)
+
+
+# ----------------------------------------------------------------------------------- COVID-CTset
+def _write_tiff(path: Path, hu_slice: np.ndarray) -> None:
+    import tifffile
+
+    tifffile.imwrite(path, np.clip(hu_slice.astype(np.int32) + TIFF_HU_OFFSET, 0, 65535).astype(np.uint16))
+
+
+def _write_covidctset(root: Path, rng, *, n_patients, size, slices, variant) -> None:
+    if variant not in ("raw", "folds"):
+        raise ValueError(f"variant must be 'raw' or 'folds', got {variant!r}")
+    labels = _class_sequence(n_patients, [1, 0, 0, 1, 0], rng)  # 1 = covid (~40%)
+    details = []
+    fold_files: list[tuple[str, str]] = []
+    image_dir = root / "images"
+    for index, label in enumerate(labels):
+        class_name = "covid" if label else "normal"
+        group = f"{class_name}{1 + index % 2}"
+        patient = f"patient{index + 1}"
+        anatomy = random_anatomy(rng)
+        series = [2] + ([3, 4][: int(rng.integers(0, 3))] if label else [3][: int(rng.integers(0, 2))])
+        details.append({"patient_id": patient, "group": group, "class": class_name, "n_series": len(series)})
+        for k in series:
+            involvement = float(rng.uniform(0.03, 0.2)) if label else 0.0
+            phantom = _scan_phantom(
+                rng, anatomy, size=size, slices=slices, lesion="ggo" if label else "none", involvement=involvement, spacing_z=(1.0, 5.0)
+            )
+            name = f"{group}_{patient}_SR_{k}"
+            if variant == "raw":
+                series_dir = root / group / patient / f"SR_{k}"
+                series_dir.mkdir(parents=True, exist_ok=True)
+                for z in range(phantom.volume.shape[0]):
+                    _write_tiff(series_dir / f"IM{z + 1:05d}.tif", phantom.volume[z])
+                if label:
+                    save_axial_nifti(root / MASK_FOLDER / f"{name}_mask.nii.gz", phantom.mask, phantom.spacing)
+            else:
+                image_dir.mkdir(parents=True, exist_ok=True)
+                lung_slices = np.flatnonzero(phantom.lungs.any(axis=(1, 2)))  # the release keeps selected slices
+                for z in lung_slices:
+                    file_name = f"{name}_IM{z + 1:05d}.tif"
+                    _write_tiff(image_dir / file_name, phantom.volume[z])
+                    fold_files.append((file_name, class_name, f"{group}/{patient}"))
+    if variant == "raw":
+        with (root / "Patient_details.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["patient_id", "group", "class", "n_series"])
+            writer.writeheader()
+            writer.writerows(details)
+        return
+    _write_fold_csvs(root, fold_files, rng)
+
+
+def _write_fold_csvs(root: Path, files: list[tuple[str, str, str]], rng) -> None:
+    """Five patient-level folds: each fold's test = one fifth of the patients, validation = another."""
+    patients = sorted({p for _, _, p in files})
+    order = list(rng.permutation(len(patients)))
+    part = {patients[i]: rank % 5 for rank, i in enumerate(order)}
+    csv_dir = root / "CSV"
+    csv_dir.mkdir(parents=True, exist_ok=True)
+    for fold in range(1, 6):
+        test_part, val_part = fold - 1, fold % 5
+        rows = {"train": [], "validation": [], "test": []}
+        for file_name, class_name, patient in files:
+            subset = "test" if part[patient] == test_part else "validation" if part[patient] == val_part else "train"
+            rows[subset].append((file_name, class_name))
+        for subset, subset_rows in rows.items():
+            with (csv_dir / f"{subset}{fold}.csv").open("w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["filename", "class"])
+                writer.writerows(subset_rows)
+
+
+def phantom_summary(phantom: Phantom) -> dict[str, float]:
+    """Numbers for quick checks: slices, involvement, lung HU mean."""
+    lung = phantom.volume[phantom.lungs & (phantom.mask == 0)]
+    return {"slices": phantom.volume.shape[0], "involvement": phantom.involvement, "lung_hu": float(lung.mean()) if lung.size else float("nan")}

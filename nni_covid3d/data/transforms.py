@@ -1,0 +1,325 @@
+"""MONAI preprocessing: load, intensity window, resize, slice resampling, augmentation, caching.
+
+Pipeline per scan (dictionary transforms on ``{"paths", "label", ...}``):
+
+1. deterministic, cacheable: :class:`LoadScand` (decode to axial ``[1, D0, H0, W0]``),
+   :class:`WindowIntensityd` (HU window or 0-255 gray range -> [0, 1] via ``ScaleIntensityRange``),
+   ``Resized`` in-plane to ``H x W`` (``area``: anti-aliased downsampling), ``EnsureTyped``;
+2. per access: :class:`DepthSampled` (eval: deterministic, centred bins) or :class:`RandDepthSampled`
+   (train: random, order-preserving) to ``D`` slices; train-time ``RandFlipd`` / ``RandAffined`` /
+   ``RandScaleIntensityd`` / ``RandShiftIntensityd``.
+
+Only stage 1 is cached (on disk with ``PersistentDataset`` under a folder named by the hash of the
+stage-1 settings, or in memory with ``CacheDataset``), so augmentation stays random per epoch and a
+changed setting never serves stale tensors.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import (
+    Compose,
+    EnsureTyped,
+    MapTransform,
+    Randomizable,
+    RandAffined,
+    RandFlipd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    Resized,
+    ScaleIntensityRange,
+)
+
+from nni_covid3d.data.io import read_scan
+from nni_covid3d.data.records import Scan
+
+__all__ = [
+    "Preprocessing",
+    "LoadScand",
+    "WindowIntensityd",
+    "DepthSampled",
+    "RandDepthSampled",
+    "ScanDataset",
+    "make_dataset",
+    "preprocess_single",
+    "scan_item",
+    "depth_indices",
+]
+
+#: Bumped when stage-1 output changes for the same settings (invalidates old caches).
+CACHE_VERSION = 1
+
+
+@dataclass
+class Preprocessing:
+    """Preprocessing settings; the output of :func:`make_dataset` is ``FloatTensor[1, depth, height, width]``.
+
+    Defaults follow the paper's search stage (16 x 64 x 64); :meth:`retrain` gives 32 x 128 x 128.
+    """
+
+    depth: int = 16
+    height: int = 64
+    width: int = 64
+    hu_window: tuple[float, float] = (-1200.0, 600.0)  # lung window for HU data (NIfTI, DICOM, TIFF)
+    gray_range: tuple[float, float] = (0.0, 255.0)  # 8-bit PNG/JPG slices, already windowed
+    augment: bool = True  # train-time augmentation (never applied in eval)
+    flip_prob: float = 0.5  # left-right flip
+    affine_prob: float = 0.5
+    rotate_degrees: float = 10.0  # in-plane rotation range (+/-)
+    scale_range: float = 0.1  # in-plane zoom range (+/-)
+    translate_fraction: float = 0.05  # in-plane shift range, fraction of H/W
+    intensity_prob: float = 0.5
+    intensity_scale: float = 0.1  # multiplicative intensity jitter (+/-)
+    intensity_shift: float = 0.05  # additive intensity jitter (+/-)
+
+    def __post_init__(self) -> None:
+        self.hu_window = tuple(float(v) for v in self.hu_window)  # type: ignore[assignment]
+        self.gray_range = tuple(float(v) for v in self.gray_range)  # type: ignore[assignment]
+        for name in ("depth", "height", "width"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"Preprocessing.{name} must be >= 1, got {getattr(self, name)}")
+        if self.hu_window[0] >= self.hu_window[1] or self.gray_range[0] >= self.gray_range[1]:
+            raise ValueError(f"windows must be (low, high) with low < high: hu_window={self.hu_window}, gray_range={self.gray_range}")
+
+    @classmethod
+    def search(cls, **overrides: Any) -> "Preprocessing":
+        """The paper's search-stage input: 16 x 64 x 64."""
+        return cls(**{"depth": 16, "height": 64, "width": 64, **overrides})
+
+    @classmethod
+    def retrain(cls, **overrides: Any) -> "Preprocessing":
+        """The paper's retraining input: 32 x 128 x 128."""
+        return cls(**{"depth": 32, "height": 128, "width": 128, **overrides})
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """Output shape ``(C, D, H, W)``."""
+        return (1, self.depth, self.height, self.width)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["hu_window"] = list(self.hu_window)
+        out["gray_range"] = list(self.gray_range)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Preprocessing":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown preprocessing setting(s) {sorted(unknown)}")
+        return cls(**dict(data))
+
+    def cache_key(self) -> str:
+        """Hash of the settings that shape the cached (deterministic) stage."""
+        cached = {"v": CACHE_VERSION, "h": self.height, "w": self.width, "hu": list(self.hu_window), "gray": list(self.gray_range)}
+        return hashlib.sha1(json.dumps(cached, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------- transforms
+class LoadScand(MapTransform):
+    """Decode ``data["paths"]`` (slice files, one NIfTI, or a DICOM folder) to ``data["image"]``:
+    float32 ``[1, D, H, W]`` with axial slices on D, and ``data["kind"]`` ("hu" or "gray8")."""
+
+    def __init__(self, keys: KeysCollection = "paths", output_key: str = "image"):
+        super().__init__(keys)
+        self.output_key = output_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            volume, kind = read_scan([Path(p) for p in d[key]])
+            d[self.output_key] = volume[None]
+            d["kind"] = kind
+        return d
+
+
+class WindowIntensityd(MapTransform):
+    """Scale intensities to [0, 1] with MONAI ``ScaleIntensityRange``: the HU window for ``kind == "hu"``,
+    the gray range for ``kind == "gray8"``; values outside are clipped."""
+
+    def __init__(self, keys: KeysCollection, hu_window: Sequence[float], gray_range: Sequence[float]):
+        super().__init__(keys)
+        self.scalers = {
+            "hu": ScaleIntensityRange(a_min=hu_window[0], a_max=hu_window[1], b_min=0.0, b_max=1.0, clip=True),
+            "gray8": ScaleIntensityRange(a_min=gray_range[0], a_max=gray_range[1], b_min=0.0, b_max=1.0, clip=True),
+        }
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.scalers[d["kind"]](d[key])
+        return d
+
+
+def depth_indices(num_slices: int, depth: int, offsets: np.ndarray | None = None) -> np.ndarray:
+    """Indices of ``depth`` slices out of ``num_slices``, one per equal-width bin, in order.
+
+    ``offsets`` in [0, 1) pick the position inside each bin (train: random); ``None`` takes each
+    bin's centre (eval). Fewer slices than ``depth`` repeat slices, still in order.
+    """
+    positions = (np.arange(depth) + (0.5 if offsets is None else offsets)) * (num_slices / depth)
+    return np.clip(np.floor(positions).astype(np.int64), 0, num_slices - 1)
+
+
+class DepthSampled(MapTransform):
+    """Deterministic, centred slice resampling to a fixed depth (eval)."""
+
+    def __init__(self, keys: KeysCollection, depth: int):
+        super().__init__(keys)
+        self.depth = depth
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = d[key][:, torch.as_tensor(depth_indices(d[key].shape[1], self.depth))]
+        return d
+
+
+class RandDepthSampled(Randomizable, MapTransform):
+    """Random, order-preserving slice resampling to a fixed depth (train): one random slice per bin."""
+
+    def __init__(self, keys: KeysCollection, depth: int):
+        MapTransform.__init__(self, keys)
+        self.depth = depth
+        self._offsets = np.full(depth, 0.5)
+
+    def randomize(self, data: Any = None) -> None:
+        self._offsets = self.R.uniform(0.0, 1.0, self.depth)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize()
+        for key in self.key_iterator(d):
+            d[key] = d[key][:, torch.as_tensor(depth_indices(d[key].shape[1], self.depth, self._offsets))]
+        return d
+
+
+def cached_transforms(preprocessing: Preprocessing) -> Compose:
+    """Stage 1 (deterministic): decode, window, resize in-plane -> FloatTensor ``[1, D0, H, W]``."""
+    p = preprocessing
+    return Compose(
+        [
+            LoadScand("paths"),
+            WindowIntensityd("image", p.hu_window, p.gray_range),
+            Resized("image", spatial_size=(-1, p.height, p.width), mode="area"),
+            EnsureTyped("image", data_type="tensor", dtype=torch.float32, track_meta=False),
+        ]
+    )
+
+
+def per_access_transforms(preprocessing: Preprocessing, *, train: bool) -> Compose:
+    """Stage 2 (after the cache): depth resampling and, when training, augmentation."""
+    p = preprocessing
+    steps: list = [RandDepthSampled("image", p.depth) if train else DepthSampled("image", p.depth)]
+    if train and p.augment:
+        steps += [
+            RandFlipd("image", prob=p.flip_prob, spatial_axis=2),  # left-right
+            RandAffined(
+                "image",
+                prob=p.affine_prob,
+                rotate_range=(math.radians(p.rotate_degrees), 0.0, 0.0),  # about the D axis: in-plane
+                scale_range=(0.0, p.scale_range, p.scale_range),
+                translate_range=(0.0, p.translate_fraction * p.height, p.translate_fraction * p.width),
+                mode="bilinear",
+                padding_mode="border",
+            ),
+            RandScaleIntensityd("image", factors=p.intensity_scale, prob=p.intensity_prob),
+            RandShiftIntensityd("image", offsets=p.intensity_shift, prob=p.intensity_prob),
+        ]
+    steps.append(EnsureTyped("image", data_type="tensor", dtype=torch.float32, track_meta=False))
+    return Compose(steps)
+
+
+def _file_stamp(paths: Sequence[Path]) -> str:
+    """Size and mtime of the scan's files, so an edited file never hits a stale cache entry."""
+    h = hashlib.sha1()
+    for path in paths:
+        try:
+            stat = Path(path).stat()
+            h.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns};".encode())
+        except OSError:
+            h.update(f"{path}|missing;".encode())
+    return h.hexdigest()
+
+
+def scan_item(scan: Scan) -> dict[str, Any]:
+    """The dictionary a scan enters the MONAI pipeline as."""
+    paths = [str(p) for p in scan.paths]
+    return {"paths": paths, "label": int(scan.label), "scan": f"{scan.dataset}:{scan.key}", "stamp": _file_stamp(scan.paths)}
+
+
+class ScanDataset(torch.utils.data.Dataset):
+    """Scans -> ``{"image": FloatTensor[1, D, H, W], "label": int, "scan": str}``.
+
+    ``base`` yields stage-1 output (possibly cached); ``post`` runs per access. Use
+    ``monai.data.DataLoader`` (it seeds each worker's random transforms differently).
+    """
+
+    def __init__(self, scans: Sequence[Scan], base: torch.utils.data.Dataset, post: Compose):
+        self.scans = list(scans)
+        self.base = base
+        self.post = post
+
+    def __len__(self) -> int:
+        return len(self.scans)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.post(self.base[index])
+        return {"image": item["image"], "label": int(item["label"]), "scan": item["scan"]}
+
+    @property
+    def labels(self) -> list[int]:
+        return [s.label for s in self.scans]
+
+
+def make_dataset(
+    scans: Sequence[Scan],
+    preprocessing: Preprocessing,
+    *,
+    train: bool,
+    cache_dir: Path | str | None = None,
+    cache_in_memory: bool = False,
+    seed: int = 0,
+) -> ScanDataset:
+    """A torch Dataset over scans, yielding ``{"image": FloatTensor[1, D, H, W], "label": int, "scan": str}``.
+
+    Args:
+        scans: the scans (e.g. one split).
+        preprocessing: settings; the cache is keyed on their hash.
+        train: random depth sampling and augmentation (``True``) or deterministic centred sampling.
+        cache_dir: cache decoded, windowed, resized volumes on disk here (MONAI ``PersistentDataset``,
+            in a sub-folder per settings hash).
+        cache_in_memory: cache them in memory instead (MONAI ``CacheDataset``), when no ``cache_dir``.
+        seed: seed of the random transforms.
+    """
+    from monai.data import CacheDataset, Dataset, PersistentDataset
+
+    items = [scan_item(s) for s in scans]
+    stage1 = cached_transforms(preprocessing)
+    if cache_dir is not None:
+        folder = Path(cache_dir) / f"prep-{preprocessing.cache_key()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        base = PersistentDataset(items, transform=stage1, cache_dir=folder)
+    elif cache_in_memory:
+        base = CacheDataset(items, transform=stage1, num_workers=0, progress=False)
+    else:
+        base = Dataset(items, transform=stage1)
+    post = per_access_transforms(preprocessing, train=train)
+    post.set_random_state(seed=seed)
+    return ScanDataset(scans, base, post)
+
+
+def preprocess_single(scan: Scan, preprocessing: Preprocessing) -> torch.Tensor:
+    """Eval-mode preprocessing of one scan: ``FloatTensor[1, D, H, W]``."""
+    item = cached_transforms(preprocessing)(scan_item(scan))
+    return per_access_transforms(preprocessing, train=False)(item)["image"]
