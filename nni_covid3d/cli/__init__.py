@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nni_covid3d.cli.info",
     "nni_covid3d.cli.demo",
     "nni_covid3d.cli.arch",
+    "nni_covid3d.cli.nni",
 )
 
 

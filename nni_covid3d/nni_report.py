@@ -1,0 +1,299 @@
+"""Read a (running or finished) nnictl experiment from disk: trials, metrics, best architecture, tables.
+
+NNI 3.0 keeps everything an experiment records in ``<experimentWorkingDirectory>/<ID>/db/nni.sqlite``
+(tables ``ExperimentProfile``, ``TrialJobEvent``, ``MetricData``) and the experiment registry in
+``~/nni-experiments/.experiment`` (``logDir`` = the working directory). Reading those needs no
+running NNI manager, so ``report`` and ``best-arch`` work on stopped experiments too.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = [
+    "ExperimentNotFound",
+    "TrialRecord",
+    "ExperimentRecord",
+    "find_experiment_dir",
+    "load_experiment",
+    "best_trial",
+    "best_architecture",
+    "baseline_rows",
+    "trial_rows",
+    "format_table",
+]
+
+REGISTRY = Path("~/nni-experiments/.experiment")
+
+
+class ExperimentNotFound(FileNotFoundError):
+    """No experiment folder (with its database) for the given id."""
+
+
+@dataclass
+class TrialRecord:
+    """One trial as recorded by the NNI manager."""
+
+    id: str
+    sequence: int
+    status: str
+    parameters: dict[str, Any]
+    output_dir: Path | None
+    final: dict[str, Any] | None = None
+    intermediate: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ExperimentRecord:
+    """An experiment's config (``params``, the canonical nnictl config) and its trials by sequence."""
+
+    id: str
+    directory: Path
+    config: dict[str, Any]
+    trials: list[TrialRecord]
+
+    @property
+    def optimize_mode(self) -> str:
+        """``maximize`` or ``minimize``, from the tuner's ``classArgs`` (NNI's default: maximize)."""
+        tuner = self.config.get("tuner") or {}
+        return str((tuner.get("classArgs") or {}).get("optimize_mode", "maximize"))
+
+    @property
+    def trial_mode(self) -> str | None:
+        """The ``nni_covid3d.trial`` mode of the trial command (``arch``, ``baseline``, ``dnas``), if any."""
+        words = str(self.config.get("trialCommand", "")).split()
+        for i, word in enumerate(words[:-1]):
+            if word == "nni_covid3d.trial":
+                return words[i + 1]
+        return None
+
+
+def find_experiment_dir(experiment_id: str, experiment_dir: Path | None = None) -> Path:
+    """The folder of ``experiment_id``: ``experiment_dir`` itself (if it holds ``db/nni.sqlite``),
+    ``experiment_dir/<id>``, the registry's ``logDir/<id>``, or ``~/nni-experiments/<id>``."""
+    candidates: list[Path] = []
+    if experiment_dir is not None:
+        experiment_dir = experiment_dir.expanduser()
+        candidates += [experiment_dir, experiment_dir / experiment_id]
+    registry = REGISTRY.expanduser()
+    if registry.is_file():
+        try:
+            record = json.loads(registry.read_text()).get(experiment_id)
+        except json.JSONDecodeError:
+            record = None
+        if record and record.get("logDir"):
+            candidates.append(Path(record["logDir"]).expanduser() / experiment_id)
+    candidates.append(Path("~/nni-experiments").expanduser() / experiment_id)
+    for candidate in candidates:
+        if (candidate / "db" / "nni.sqlite").is_file():
+            return candidate
+    looked = ", ".join(str(c) for c in dict.fromkeys(candidates))
+    raise ExperimentNotFound(
+        f"experiment {experiment_id!r}: no db/nni.sqlite in {looked} "
+        "(pass --experiment-dir with the config's experimentWorkingDirectory)"
+    )
+
+
+def _decode_metric(raw: str) -> Any:
+    """Metric data is stored JSON-encoded twice (``'"{\\"default\\": 0.5}"'`` or ``'"0.5"'``)."""
+    value = json.loads(raw)
+    while isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            break
+    return value
+
+
+def _as_dict(metric: Any) -> dict[str, Any]:
+    return dict(metric) if isinstance(metric, dict) else {"default": metric}
+
+
+def load_experiment(experiment_id: str, experiment_dir: Path | None = None) -> ExperimentRecord:
+    """Everything the NNI manager recorded about an experiment, read from its SQLite database."""
+    directory = find_experiment_dir(experiment_id, experiment_dir)
+    db = directory / "db" / "nni.sqlite"
+    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        profile = connection.execute(
+            "SELECT params FROM ExperimentProfile WHERE id = ? ORDER BY revision DESC LIMIT 1", (experiment_id,)
+        ).fetchone() or connection.execute(
+            "SELECT params FROM ExperimentProfile ORDER BY revision DESC LIMIT 1").fetchone()
+        events = connection.execute(
+            "SELECT trialJobId, event, data, logPath, sequenceId FROM TrialJobEvent ORDER BY timestamp, rowid"
+        ).fetchall()
+        metrics = connection.execute(
+            "SELECT trialJobId, type, sequence, data FROM MetricData ORDER BY timestamp, rowid").fetchall()
+    finally:
+        connection.close()
+    config = json.loads(profile[0]) if profile else {}
+
+    trials: dict[str, TrialRecord] = {}
+    for trial_id, event, data, log_path, sequence in events:
+        trial = trials.get(trial_id)
+        if trial is None:
+            trial = trials[trial_id] = TrialRecord(trial_id, int(sequence if sequence is not None else -1), event, {}, None)
+        trial.status = event
+        if data and not trial.parameters:
+            payload = json.loads(data)
+            trial.parameters = dict(payload.get("parameters", payload)) if isinstance(payload, dict) else {}
+        if log_path and trial.output_dir is None:
+            trial.output_dir = Path(log_path)
+    for trial_id, kind, _sequence, data in metrics:
+        trial = trials.get(trial_id)
+        if trial is None:
+            continue
+        value = _as_dict(_decode_metric(data))
+        if kind == "FINAL":
+            trial.final = value
+        elif kind == "PERIODICAL":
+            trial.intermediate.append(value)
+    return ExperimentRecord(experiment_id, directory, config, sorted(trials.values(), key=lambda t: t.sequence))
+
+
+def best_trial(record: ExperimentRecord, metric: str = "default") -> TrialRecord:
+    """The SUCCEEDED trial with the best final ``metric`` (direction: the tuner's optimize_mode)."""
+    scored = [t for t in record.trials
+              if t.status == "SUCCEEDED" and t.final is not None and isinstance(t.final.get(metric), (int, float))]
+    if not scored:
+        states = ", ".join(f"{t.id}: {t.status}" for t in record.trials) or "no trials"
+        raise ValueError(f"experiment {record.id}: no succeeded trial with a final {metric!r} ({states})")
+    sign = -1.0 if record.optimize_mode == "minimize" else 1.0
+    # Ties go to the earlier trial.
+    return max(scored, key=lambda t: (sign * float(t.final[metric]), -t.sequence))
+
+
+def best_architecture(record: ExperimentRecord, metric: str = "default") -> tuple[TrialRecord, dict[str, Any]]:
+    """The best trial and its architecture (validated): the ``architecture.json`` it stored, or, for
+    ``arch`` trials whose folder is not on this machine (remote), one rebuilt from its parameters."""
+    from nni_covid3d.search_spaces import choices_from_hpo, export_architecture, load_architecture
+
+    trial = best_trial(record, metric)
+    path = trial.output_dir / "architecture.json" if trial.output_dir is not None else None
+    if path is not None and path.is_file():
+        arch = load_architecture(path)
+    elif record.trial_mode == "arch":
+        config = _space_config_from_command(str(record.config.get("trialCommand", "")))
+        arch = export_architecture(config, choices_from_hpo(config, trial.parameters))
+    else:
+        raise ExperimentNotFound(
+            f"experiment {record.id}: best trial {trial.id} stored no architecture file at {path} "
+            "(a remote trial? copy its trial folder here first)"
+        )
+    metadata = dict(arch.get("metadata") or {})
+    metadata.update({"experiment": record.id, "trial": trial.id, "final_result": trial.final,
+                     "parameters": trial.parameters})
+    arch["metadata"] = metadata
+    return trial, arch
+
+
+def _space_config_from_command(command: str) -> dict[str, Any]:
+    words = command.split()
+    if "--space-config" in words:
+        path = Path(words[words.index("--space-config") + 1]).expanduser()
+        return json.loads(path.read_text())
+    preset = words[words.index("--preset") + 1] if "--preset" in words else "S"
+    return {"preset": preset}
+
+
+# -------------------------------------------------------------------------------------------- tables
+TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("dataset", "dataset"),
+    ("model", "model"),
+    ("size_mb", "size (MB)"),
+    ("accuracy", "accuracy (%)"),
+    ("precision", "precision (%)"),
+    ("sensitivity", "sensitivity (%)"),
+    ("f1", "F1 (%)"),
+    ("balanced_accuracy", "balanced acc. (%)"),
+    ("val_accuracy", "val acc. (%)"),
+    ("trial", "trial"),
+)
+
+
+def baseline_rows(record: ExperimentRecord) -> list[dict[str, Any]]:
+    """One row per succeeded model x dataset trial: model size, test scores (%), validation accuracy (%)."""
+    from nni_covid3d.models import DISPLAY_NAMES
+
+    rows = []
+    for trial in record.trials:
+        if trial.status != "SUCCEEDED" or trial.final is None:
+            continue
+        final = trial.final
+        model = str(trial.parameters.get("model", "?"))
+        row: dict[str, Any] = {
+            "dataset": str(trial.parameters.get("dataset", "?")),
+            "model": DISPLAY_NAMES.get(model, model),
+            "size_mb": final.get("size_mb"),
+            "val_accuracy": _percent(final.get("default")),
+            "trial": trial.id,
+        }
+        for key in ("accuracy", "precision", "sensitivity", "f1", "balanced_accuracy"):
+            row[key] = _percent(final.get(f"test_{key}"))
+        rows.append(row)
+    if not rows:
+        states = ", ".join(f"{t.id}: {t.status}" for t in record.trials) or "no trials"
+        raise ValueError(f"experiment {record.id}: no succeeded trial to tabulate ({states})")
+    return sorted(rows, key=lambda r: (r["dataset"], r["model"]))
+
+
+TRIAL_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("trial", "trial"),
+    ("status", "status"),
+    ("default", "val acc. (%)"),
+    ("size_mb", "size (MB)"),
+    ("epochs", "epochs reported"),
+    ("parameters", "parameters"),
+)
+
+
+def trial_rows(record: ExperimentRecord) -> list[dict[str, Any]]:
+    """One row per trial (any experiment): status, final validation accuracy (%), size, parameters."""
+    rows = []
+    for trial in record.trials:
+        final = trial.final or {}
+        rows.append({
+            "trial": trial.id,
+            "status": trial.status,
+            "default": _percent(final.get("default")),
+            "size_mb": final.get("size_mb"),
+            "epochs": len(trial.intermediate),
+            "parameters": json.dumps(trial.parameters, sort_keys=True, separators=(",", ":")),
+        })
+    return rows
+
+
+def _percent(value: Any) -> float | None:
+    return round(100.0 * float(value), 2) if isinstance(value, (int, float)) else None
+
+
+def format_table(
+    rows: Sequence[dict[str, Any]], fmt: str = "md", columns: Sequence[tuple[str, str]] = TABLE_COLUMNS
+) -> str:
+    """Rows as a Markdown (``md``) or CSV (``csv``) table; ``columns`` are ``(key, title)`` pairs."""
+    keys = [key for key, _ in columns]
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in keys})
+        return buffer.getvalue()
+    if fmt != "md":
+        raise ValueError(f"table format must be 'md' or 'csv', got {fmt!r}")
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "–"
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    text_keys = ("dataset", "model", "trial", "status", "parameters")
+    lines = ["| " + " | ".join(title for _, title in columns) + " |",
+             "|" + "|".join("---" if k in text_keys else "---:" for k in keys) + "|"]
+    lines += ["| " + " | ".join(cell(row.get(k)) for k in keys) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
