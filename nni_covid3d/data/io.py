@@ -7,6 +7,7 @@ already windowed by the data provider, values 0-255).
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Sequence
 
@@ -151,19 +152,45 @@ def _read_slice_stack(paths: Sequence[Path]) -> tuple[np.ndarray, str]:
     return np.stack(slices), kind
 
 
+@functools.lru_cache(maxsize=None)
+def _loader(reader: str):
+    """One MONAI ``LoadImage`` per reader and process (building one registers every reader)."""
+    import logging
+    import warnings
+
+    from monai.transforms import LoadImage
+
+    # LoadImage instantiates every reader; the GPU DICOM codec's absence is expected on CPU machines.
+    codec_logger = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+    level = codec_logger.level
+    codec_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader", category=UserWarning)
+            return LoadImage(reader=reader, image_only=True, ensure_channel_first=True, dtype=np.float32)
+    finally:
+        codec_logger.setLevel(level)
+
+
+@functools.lru_cache(maxsize=None)
+def _orientation():
+    from monai.transforms import Orientation
+
+    # Loaded MetaTensors carry RAS-space affines; the labels say so explicitly.
+    return Orientation(axcodes=AXIAL_AXCODES, labels=(("L", "R"), ("P", "A"), ("I", "S")))
+
+
 def _read_monai_volume(path: Path, reader: str) -> np.ndarray:
     """Load a NIfTI file or DICOM series folder with MONAI and orient it to axial ``[D, H, W]``."""
-    from monai.transforms import LoadImage, Orientation
-
     try:
-        image = LoadImage(reader=reader, image_only=True, ensure_channel_first=True, dtype=np.float32)(str(path))
+        image = _loader(reader)(str(path))
     except Exception as error:
         raise DataError(path, f"cannot read volume ({type(error).__name__}: {error})") from None
     if image.ndim == 5 and image.shape[-1] == 1:
         image = image[..., 0]
     if image.ndim != 4 or image.shape[0] != 1:
         raise DataError(path, f"expected one 3D CT volume, got data of shape {tuple(image.shape)}")
-    oriented = Orientation(axcodes=AXIAL_AXCODES)(image)
+    oriented = _orientation()(image)
     return np.ascontiguousarray(oriented[0].numpy(), dtype=np.float32)
 
 

@@ -230,9 +230,12 @@ def _write_covidctset(root: Path, rng, *, n_patients, size, slices, variant) -> 
 
 def _write_fold_csvs(root: Path, files: list[tuple[str, str, str]], rng) -> None:
     """Five patient-level folds: each fold's test = one fifth of the patients, validation = another."""
-    patients = sorted({p for _, _, p in files})
-    order = list(rng.permutation(len(patients)))
-    part = {patients[i]: rank % 5 for rank, i in enumerate(order)}
+    patient_class = {p: c for _, c, p in files}
+    part: dict[str, int] = {}
+    for class_name in sorted(set(patient_class.values())):  # stratified: rotate each class over the parts
+        patients = sorted(p for p, c in patient_class.items() if c == class_name)
+        for rank, i in enumerate(rng.permutation(len(patients))):
+            part[patients[i]] = rank % 5
     csv_dir = root / "CSV"
     csv_dir.mkdir(parents=True, exist_ok=True)
     for fold in range(1, 6):
@@ -252,3 +255,39 @@ def phantom_summary(phantom: Phantom) -> dict[str, float]:
     """Numbers for quick checks: slices, involvement, lung HU mean."""
     lung = phantom.volume[phantom.lungs & (phantom.mask == 0)]
     return {"slices": phantom.volume.shape[0], "involvement": phantom.involvement, "lung_hu": float(lung.mean()) if lung.size else float("nan")}
+
+
+def write_dicom_series(folder: Path | str, volume: np.ndarray, spacing: tuple[float, float, float], *, patient_id: str = "PHANTOM") -> Path:
+    """Write an int16 HU volume ``[D, H, W]`` (slice 0 inferior) as a CT DICOM series, one file per slice.
+
+    Pixels are stored as unsigned 16-bit with RescaleIntercept -1024; the orientation is axial
+    (ImageOrientationPatient 1\\0\\0\\0\\1\\0) so a reader recovers ``volume`` exactly.
+    """
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    z, y, x = spacing
+    series_uid, study_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
+    for index, hu_slice in enumerate(volume):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(folder / f"IM{index + 1:04d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.Modality, ds.PatientID, ds.PatientName = "CT", patient_id, patient_id
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
+        ds.InstanceNumber = index + 1
+        ds.ImagePositionPatient = [0.0, 0.0, float(index * z)]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.PixelSpacing = [float(y), float(x)]
+        ds.SliceThickness = float(z)
+        ds.Rows, ds.Columns = hu_slice.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleIntercept, ds.RescaleSlope = -float(TIFF_HU_OFFSET), 1.0
+        ds.PixelData = np.clip(hu_slice.astype(np.int32) + TIFF_HU_OFFSET, 0, 65535).astype(np.uint16).tobytes()
+        ds.save_as(folder / f"IM{index + 1:04d}.dcm", enforce_file_format=True)
+    return folder
