@@ -17,6 +17,8 @@ from nni_covid3d._version import __version__
 # Order is the order shown in ``--help``.
 COMMAND_MODULES: tuple[str, ...] = (
     "nni_covid3d.cli.info",
+    "nni_covid3d.cli.synth",
+    "nni_covid3d.cli.data",
     "nni_covid3d.cli.demo",
     "nni_covid3d.cli.arch",
     "nni_covid3d.cli.nni",
