@@ -1,0 +1,422 @@
+"""The NNI trial entry point: ``python -m nni_covid3d.trial MODE [options]``.
+
+nnictl (NNI 3.0) runs HPO-style experiments only, so architecture search, baselines and DNAS runs
+reach the web UI as trials of this module. Each mode reads its tuner parameters with
+``nni.get_next_parameter()`` (``--params JSON`` outside NNI), trains briefly, reports validation
+accuracy per epoch (``nni.report_intermediate_result``) and at the end
+(``nni.report_final_result({"default": val_acc, "size_mb": ..., ...})``), and writes
+``result.json`` (and ``architecture.json`` where there is one) into ``$NNI_OUTPUT_DIR``.
+
+Modes
+-----
+``arch``
+    Multi-trial architecture search: the parameters are one sample of the CovidNet3D search space
+    as an nnictl search space (``search_spaces/covidnet3d_S.json``); the trial rebuilds that
+    architecture and trains it. An invalid sample fails the trial with a message in its stderr.
+``baseline``
+    One cell of a model x dataset grid (parameters ``model``, ``dataset``): trains the model, then
+    evaluates it once on the held-out test patients (reported as extra ``test_*`` fields).
+``dnas``
+    One GumbelDNAS search with tuner-chosen ``tau_init``, ``tau_final``, ``arc_learning_rate``
+    (optionally ``warmup_epochs``, ``learning_rate``); stores the exported architecture.
+
+Data: ``--data-root`` points at a real dataset; without it the trial writes small synthetic
+phantoms (in the dataset's real on-disk layout) once into ``--cache-dir`` and uses them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import nni_covid3d  # noqa: F401  (filters NNI's known import warnings)
+
+__all__ = ["main", "build_parser", "TrialError", "ensure_synthetic_data", "DEFAULT_CACHE_DIR"]
+
+DEFAULT_CACHE_DIR = Path("~/.cache/nni-covid3d")
+DATASETS = ("ccccii", "mosmed", "covidctset")
+
+
+class TrialError(Exception):
+    """A problem with the trial's input (parameters, architecture, data); the trial fails with it."""
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m nni_covid3d.trial",
+        description="NNI trial: train a sampled architecture, a baseline, or run one GumbelDNAS search.",
+    )
+    modes = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
+    common = argparse.ArgumentParser(add_help=False)
+    data = common.add_argument_group("data")
+    data.add_argument("--dataset", choices=DATASETS, default="ccccii",
+                      help="dataset reader (a 'dataset' tuner parameter overrides it; default ccccii)")
+    data.add_argument("--data-root", type=Path, default=None,
+                      help="dataset folder; without it, synthetic phantoms are generated into --cache-dir")
+    data.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR,
+                      help="where synthetic data is written once and reused (default ~/.cache/nni-covid3d)")
+    data.add_argument("--synthetic-patients", type=int, default=12, help="patients per synthetic dataset")
+    data.add_argument("--size", type=int, nargs=3, default=(16, 64, 64), metavar=("D", "H", "W"),
+                      help="input volume size after preprocessing (default 16 64 64)")
+    data.add_argument("--split-seed", type=int, default=0, help="seed of the patient-level split")
+    train = common.add_argument_group("training")
+    train.add_argument("--epochs", type=int, default=3)
+    train.add_argument("--batch-size", type=int, default=2)
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--num-workers", type=int, default=0)
+    train.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
+    train.add_argument("--devices", default="1", help="Lightning devices (default 1)")
+    train.add_argument("--seed", type=int, default=0)
+    common.add_argument("--params", type=json.loads, default=None,
+                        help="tuner parameters as JSON, for running a trial outside NNI")
+    common.add_argument("--output-dir", type=Path, default=Path("trial_output"),
+                        help="where results go outside NNI (inside NNI: $NNI_OUTPUT_DIR)")
+
+    arch = modes.add_parser("arch", parents=[common], help="train one architecture sampled by an HPO tuner")
+    arch.add_argument("--preset", choices=("S", "L"), default="S", help="CovidNet3D space preset (default S)")
+    arch.add_argument("--space-config", type=Path, default=None,
+                      help="JSON file of CovidNet3DSpace arguments (overrides --preset)")
+
+    modes.add_parser("baseline", parents=[common], help="train one model on one dataset (grid search cell)")
+
+    dnas = modes.add_parser("dnas", parents=[common], help="run one GumbelDNAS search with tuned settings")
+    dnas.add_argument("--preset", choices=("S", "L"), default="S")
+    dnas.add_argument("--space-config", type=Path, default=None,
+                      help="JSON file of CovidNet3DSpace arguments (overrides --preset)")
+    dnas.add_argument("--size-budget-mb", type=float, default=None, help="GumbelDNAS model-size budget")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import nni
+
+    params = dict(nni.get_next_parameter() or {})
+    if args.params:
+        params.update(args.params)
+    output_dir = Path(os.environ.get("NNI_OUTPUT_DIR") or args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        result = MODES[args.mode](args, params, output_dir)
+    except TrialError as error:
+        print(f"nni-covid3d trial ({args.mode}): error: {error}", file=sys.stderr)
+        return 1
+    (output_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"trial result: {json.dumps(result['final'])}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- data
+def ensure_synthetic_data(dataset: str, cache_dir: Path, n_patients: int, seed: int = 0, size: int = 64) -> Path:
+    """Root of a synthetic ``dataset`` in its real layout under ``cache_dir``, written once.
+
+    Written to a temporary folder and renamed into place, so concurrent trials never see half a dataset.
+    """
+    from nni_covid3d.data import write_synthetic_dataset
+
+    root = cache_dir.expanduser() / "synthetic" / f"{dataset}-p{n_patients}-s{seed}-{size}px"
+    if root.is_dir():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    try:
+        write_synthetic_dataset(dataset, staging, n_patients=n_patients, seed=seed, size=size)
+        try:
+            staging.rename(root)
+        except OSError:  # another trial finished first
+            if not root.is_dir():
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
+def load_data(args: argparse.Namespace, dataset: str) -> dict[str, Any]:
+    """Patient-level split of ``dataset`` and its torch datasets (train, val) plus the test scans."""
+    from nni_covid3d.data import Preprocessing, load_dataset, make_dataset, make_patient_split
+
+    if args.data_root is not None:
+        root = args.data_root.expanduser()
+        if not root.is_dir():
+            raise TrialError(f"data root {root} does not exist (omit --data-root to use synthetic phantoms)")
+    else:
+        # Phantoms are written at least as large as the model input (and no smaller than 64 px).
+        root = ensure_synthetic_data(dataset, args.cache_dir, args.synthetic_patients,
+                                     size=max(64, args.size[1], args.size[2]))
+    try:
+        index = load_dataset(dataset, root)
+    except (FileNotFoundError, ValueError) as error:
+        raise TrialError(f"cannot read dataset {dataset!r} at {root}: {error}") from error
+    split = make_patient_split(index.scans, seed=args.split_seed)
+    depth, height, width = args.size
+    preprocessing = Preprocessing(depth=depth, height=height, width=width)
+    return {
+        "root": root,
+        "class_names": list(index.class_names),
+        "preprocessing": preprocessing,
+        "train": make_dataset(split["train"], preprocessing, train=True, cache_in_memory=True, seed=args.seed),
+        "val": make_dataset(split["val"], preprocessing, train=False, cache_in_memory=True),
+        "test_scans": split["test"],
+    }
+
+
+def dataloaders(args: argparse.Namespace, data: dict[str, Any]) -> tuple[Any, Any]:
+    """NNI-traced train/val DataLoaders (traced so NNI's evaluators can serialise them)."""
+    import torch
+    from nni.nas.evaluator.pytorch import DataLoader
+
+    generator = torch.Generator().manual_seed(args.seed)
+    # drop_last: a last batch of one volume breaks BatchNorm once the feature map is 1x1x1.
+    train = DataLoader(data["train"], batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers,
+                       generator=generator, drop_last=len(data["train"]) > args.batch_size)
+    val = DataLoader(data["val"], batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers)
+    return train, val
+
+
+# ---------------------------------------------------------------------------------------- reporting
+def _reporting_classifier():
+    """``CovidClassifier`` whose own NNI reports are off: the trial reports (with the model size)."""
+    import nni
+    from nni_covid3d.training import CovidClassifier
+
+    @nni.trace
+    class TrialClassifier(CovidClassifier):
+        def on_validation_epoch_end(self) -> None:
+            pass
+
+        def on_fit_end(self) -> None:
+            pass
+
+    return TrialClassifier
+
+
+def _reporter_callback():
+    """A Lightning callback reporting ``val_acc`` (and ``val_bal_acc``) to NNI after each validation."""
+    import nni
+    import pytorch_lightning as pl
+
+    class NniReporter(pl.Callback):
+        def __init__(self) -> None:
+            self.history: list[dict[str, float]] = []
+
+        def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            if trainer.sanity_checking or not trainer.is_global_zero:
+                return
+            metrics = trainer.callback_metrics
+            if "val_acc" not in metrics:
+                return
+            entry = {"default": float(metrics["val_acc"])}
+            for key in ("val_bal_acc", "val_loss"):
+                if key in metrics:
+                    entry[key] = float(metrics[key])
+            self.history.append(entry)
+            nni.report_intermediate_result(entry)
+
+    return NniReporter()
+
+
+def _trainer(args: argparse.Namespace, callbacks: list, **kwargs: Any):
+    """NNI's traced Lightning Trainer with the trial's budget; no logger or checkpoints (trials are short)."""
+    from nni.nas.evaluator.pytorch import Trainer
+
+    devices: Any = int(args.devices) if str(args.devices).isdigit() else args.devices
+    return Trainer(
+        max_epochs=args.epochs, accelerator=args.accelerator, devices=devices, callbacks=callbacks,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, **kwargs,
+    )
+
+
+def _final(history: list[dict[str, float]], **extra: Any) -> dict[str, Any]:
+    if not history:
+        raise TrialError("training produced no validation result (is the validation split empty?)")
+    final = dict(history[-1])
+    final.update(extra)
+    return final
+
+
+# -------------------------------------------------------------------------------------------- modes
+def _space_config(args: argparse.Namespace, num_classes: int) -> dict[str, Any]:
+    if args.space_config is not None:
+        path = args.space_config.expanduser()
+        try:
+            config = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise TrialError(f"space config {path}: {error}") from error
+    else:
+        config = {"preset": args.preset}
+    config.setdefault("num_classes", num_classes)
+    return config
+
+
+def run_arch(args: argparse.Namespace, params: dict[str, Any], output_dir: Path) -> dict[str, Any]:
+    """Rebuild the tuner's architecture sample, train it, report validation accuracy and size."""
+    import nni
+    import pytorch_lightning as pl
+    from nni_covid3d.models import model_size_mb
+    from nni_covid3d.search_spaces import ArchitectureError, build_model, choices_from_hpo, export_architecture
+
+    if not params:
+        raise TrialError("no architecture parameters: run under nnictl, or pass --params '{...}'")
+    # Validate before touching any data, so a bad sample fails fast with the reason.
+    config = _space_config(args, num_classes=3)
+    try:
+        arch = export_architecture(config, choices_from_hpo(config, params), metadata={"source": "nnictl arch trial"})
+    except (ArchitectureError, ValueError) as error:
+        raise TrialError(f"invalid architecture from the tuner: {error}") from error
+
+    pl.seed_everything(args.seed, workers=True)
+    data = load_data(args, args.dataset)
+    if len(data["class_names"]) != arch["space"]["num_classes"]:
+        config["num_classes"] = len(data["class_names"])
+        arch = export_architecture(config, arch["choices"], metadata=arch.get("metadata"))
+    model = build_model(arch)
+    size_mb = model_size_mb(model)
+    from nni_covid3d.search_spaces import save_architecture
+
+    save_architecture(arch, output_dir / "architecture.json")
+    reporter = _reporter_callback()
+    module = _reporting_classifier()(
+        model, class_names=data["class_names"], arch=arch, learning_rate=args.learning_rate,
+        max_epochs=args.epochs, preprocessing=data["preprocessing"].to_dict(), model_name="covidnet3d",
+    )
+    train, val = dataloaders(args, data)
+    _trainer(args, [reporter]).fit(module, train, val)
+    final = _final(reporter.history, size_mb=round(size_mb, 4))
+    nni.report_final_result(final)
+    return {"mode": "arch", "params": params, "dataset": args.dataset, "final": final,
+            "history": reporter.history, "architecture": "architecture.json"}
+
+
+def run_baseline(args: argparse.Namespace, params: dict[str, Any], output_dir: Path) -> dict[str, Any]:
+    """Train ``params["model"]`` on ``params["dataset"]``; evaluate it once on the test patients."""
+    import nni
+    import pytorch_lightning as pl
+    from nni_covid3d.models import MIN_DEPTH, MODEL_NAMES, model_size_mb
+
+    model_name = str(params.get("model", "")).lower()
+    dataset = str(params.get("dataset", args.dataset)).lower()
+    if model_name not in MODEL_NAMES or model_name == "covidnet3d":
+        raise TrialError(f"parameter 'model' = {params.get('model')!r}: choose a baseline of {list(MODEL_NAMES[1:])}")
+    if dataset not in DATASETS:
+        raise TrialError(f"parameter 'dataset' = {params.get('dataset')!r}: choose one of {list(DATASETS)}")
+    depth = args.size[0]
+    if depth < MIN_DEPTH.get(model_name, 1):
+        raise TrialError(f"{model_name} needs at least {MIN_DEPTH[model_name]} slices, --size gives {depth}")
+
+    pl.seed_everything(args.seed, workers=True)
+    data = load_data(args, dataset)
+    reporter = _reporter_callback()
+    module = _reporting_classifier()(
+        model_name, class_names=data["class_names"], learning_rate=args.learning_rate, max_epochs=args.epochs,
+        preprocessing=data["preprocessing"].to_dict(),
+    )
+    size_mb = model_size_mb(module.model)
+    train, val = dataloaders(args, data)
+    trainer = _trainer(args, [reporter])
+    trainer.fit(module, train, val)
+    test = evaluate_on_test(args, module, data)
+    final = _final(reporter.history, size_mb=round(size_mb, 4), **test_summary(test))
+    nni.report_final_result(final)
+    return {"mode": "baseline", "params": params, "model": model_name, "dataset": dataset, "final": final,
+            "history": reporter.history, "test": test, "class_names": data["class_names"]}
+
+
+def evaluate_on_test(args: argparse.Namespace, module: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """``nni_covid3d.metrics.classification_metrics`` of the trained module on the test scans (used once)."""
+    import torch
+    from nni_covid3d.data import make_dataset
+    from nni_covid3d.metrics import classification_metrics
+
+    test_set = make_dataset(data["test_scans"], data["preprocessing"], train=False, cache_dir=None)
+    loader = torch.utils.data.DataLoader(test_set, batch_size=args.batch_size, shuffle=False)
+    module.eval()
+    probs, labels = [], []
+    with torch.no_grad():
+        for batch in loader:
+            probs.append(torch.softmax(module(batch["image"].to(module.device)), dim=1).cpu())
+            labels.append(torch.as_tensor(batch["label"]))
+    return classification_metrics(torch.cat(labels).numpy(), torch.cat(probs).numpy(), data["class_names"])
+
+
+def test_summary(metrics: dict[str, Any]) -> dict[str, float]:
+    """The scalar test scores reported to NNI: accuracy, balanced accuracy, macro precision/sensitivity/F1."""
+    summary = {"test_accuracy": metrics["accuracy"], "test_balanced_accuracy": metrics["balanced_accuracy"]}
+    for key in ("precision", "sensitivity", "f1"):
+        summary[f"test_{key}"] = metrics["macro"][key]
+    return {key: float(value) for key, value in summary.items() if value is not None}
+
+
+def run_dnas(args: argparse.Namespace, params: dict[str, Any], output_dir: Path) -> dict[str, Any]:
+    """One GumbelDNAS search with the tuner's temperature schedule and architecture learning rate."""
+    import nni
+    import pytorch_lightning as pl
+    from nni.nas.execution import SequentialExecutionEngine
+    from nni.nas.evaluator.pytorch import Lightning
+    from nni.nas.space import RawFormatModelSpace
+    from nni_covid3d.models import model_size_mb
+    from nni_covid3d.search_spaces import CovidNet3DSpace, build_model, export_architecture, save_architecture
+    from nni_covid3d.strategies import GumbelDNAS
+
+    known = {"tau_init", "tau_final", "arc_learning_rate", "warmup_epochs", "learning_rate"}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise TrialError(f"unknown DNAS parameter(s) {unknown}; known: {sorted(known)}")
+    tau_init = float(params.get("tau_init", 5.0))
+    tau_final = min(float(params.get("tau_final", 0.5)), tau_init)
+    try:
+        strategy = GumbelDNAS(
+            arc_learning_rate=float(params.get("arc_learning_rate", 3e-4)),
+            temperature=(tau_init, tau_final),
+            warmup_epochs=int(params.get("warmup_epochs", 0)),
+            size_budget_mb=args.size_budget_mb,
+            seed=args.seed,
+            report_metric="trial-reports-instead",  # the trial reports, with the model size
+        )
+    except ValueError as error:
+        raise TrialError(f"invalid DNAS parameters {params}: {error}") from error
+
+    pl.seed_everything(args.seed, workers=True)
+    data = load_data(args, args.dataset)
+    config = _space_config(args, num_classes=len(data["class_names"]))
+    space = CovidNet3DSpace(**config)
+    space_config = space.config  # read before the strategy mutates the space in place
+    reporter = _reporter_callback()
+    module = _reporting_classifier()(
+        class_names=data["class_names"], learning_rate=float(params.get("learning_rate", args.learning_rate)),
+        max_epochs=args.epochs, preprocessing=data["preprocessing"].to_dict(), model_name="covidnet3d",
+    )
+    train, val = dataloaders(args, data)
+    evaluator = Lightning(module, _trainer(args, [reporter]), train_dataloaders=train, val_dataloaders=val)
+    # Run the supernet in this process (not through an engine, which would swap NNI's trial channel
+    # and divert the per-epoch reports away from the NNI manager).
+    supernet = strategy.initialize(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
+    supernet.execute()
+    best = next(strategy.list_models())
+    arch = export_architecture(space_config, best.sample,
+                               metadata={"source": "GumbelDNAS nnictl trial", "params": params})
+    save_architecture(arch, output_dir / "architecture.json")
+    size_mb = model_size_mb(build_model(arch))
+    final = _final(reporter.history, size_mb=round(size_mb, 4))
+    nni.report_final_result(final)
+    return {"mode": "dnas", "params": params, "dataset": args.dataset, "final": final,
+            "history": reporter.history, "architecture": "architecture.json"}
+
+
+MODES: dict[str, Callable[[argparse.Namespace, dict[str, Any], Path], dict[str, Any]]] = {
+    "arch": run_arch,
+    "baseline": run_baseline,
+    "dnas": run_dnas,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
