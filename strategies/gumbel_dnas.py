@@ -146,6 +146,17 @@ def _all_reduce_mean(tensors: list[torch.Tensor]) -> None:
         offset += t.numel()
 
 
+def _numpy_state_to_tensors(state: tuple) -> tuple:
+    # Lightning loads checkpoints with weights_only=True, which refuses numpy arrays.
+    name, keys, pos, has_gauss, cached = state
+    return (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
+
+
+def _numpy_state_from_tensors(state: tuple) -> tuple:
+    name, keys, pos, has_gauss, cached = state
+    return (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
+
+
 class GumbelDNASLightningModule(DartsLightningModule):
     """Search logic of :class:`GumbelDNAS` (wraps the evaluator's LightningModule).
 
@@ -346,7 +357,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
         checkpoint["gumbel_dnas"] = {
             "seed": self.seed,
             "torch_rng": torch.get_rng_state(),
-            "numpy_rng": np.random.get_state(),
+            "numpy_rng": _numpy_state_to_tensors(np.random.get_state()),
             "python_rng": random.getstate(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
@@ -357,7 +368,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
             return
         self.seed = state["seed"]
         torch.set_rng_state(state["torch_rng"])
-        np.random.set_state(state["numpy_rng"])
+        np.random.set_state(_numpy_state_from_tensors(state["numpy_rng"]))
         random.setstate(state["python_rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])

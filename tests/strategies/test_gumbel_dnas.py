@@ -1,0 +1,256 @@
+"""GumbelDNAS: gradients, single-path execution, planted search, resume, export, errors, logging."""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn as nn
+
+import nni
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableConv2d
+
+import nni_covid3d.strategies as strategies
+from nni_covid3d.strategies import GumbelDNAS, TemperatureSchedule
+from nni_covid3d.strategies import gumbel_dnas as gumbel_module
+from nni_covid3d.strategies.supermodules import GumbelLayerChoice, GumbelRepeat, hard_gumbel_draw
+
+from .toy import MixedSpace, PlantedSpace, image_dataset, make_evaluator, planted_dataset, run_search
+
+
+def _alphas(strategy: GumbelDNAS) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in strategy.oneshot_module.label_alphas().items()}
+
+
+class PathRecorder(pl.Callback):
+    """Records, per supernet forward, which candidates of every choice ran (forward hooks)."""
+
+    def __init__(self):
+        self.passes: list[dict[str, list]] = []
+        self.alpha_grads: list[dict[str, torch.Tensor]] = []
+
+    def on_fit_start(self, trainer, module):
+        module.model.register_forward_pre_hook(lambda *_: self.passes.append(defaultdict(list)))
+        for name, sub in module.model.named_modules():
+            if isinstance(sub, GumbelLayerChoice):
+                for cand in sub.names:
+                    sub[cand].register_forward_hook(
+                        lambda *_, n=name, c=cand: self.passes[-1][n].append(c))
+            if isinstance(sub, GumbelRepeat):
+                for i, block in enumerate(sub.blocks):
+                    block.register_forward_hook(lambda *_, n=name, i=i: self.passes[-1][n].append(i))
+
+    def on_train_batch_end(self, trainer, module, *args):
+        self.alpha_grads.append({k: a.grad.clone() for k, a in module.label_alphas().items() if a.grad is not None})
+
+
+def test_straight_through_draw_is_one_hot_with_gradient():
+    alpha = nn.Parameter(torch.tensor([0.1, 0.5, -0.3]))
+    draw = hard_gumbel_draw(alpha, tau=1.0, generator=torch.Generator().manual_seed(0))
+    assert draw.weight.item() == pytest.approx(1.0)
+    draw.weight.backward()
+    assert alpha.grad.abs().sum() > 0
+    # Same seed, same draw (what keeps DDP ranks in lock-step).
+    again = hard_gumbel_draw(alpha, tau=1.0, generator=torch.Generator().manual_seed(0))
+    assert again.index == draw.index
+
+
+def test_alpha_gradients_and_exactly_one_candidate_per_choice():
+    torch.manual_seed(0)
+    recorder = PathRecorder()
+    evaluator = make_evaluator(image_dataset(64), image_dataset(32, seed=1), epochs=1, callbacks=[recorder])
+    strategy = run_search(MixedSpace(), evaluator, GumbelDNAS(seed=0))
+
+    assert recorder.alpha_grads, "no training step ran"
+    for grads in recorder.alpha_grads:
+        assert set(grads) == {"op", "depth", "act", "skip"}
+        for label, grad in grads.items():
+            assert torch.isfinite(grad).all() and grad.abs().sum() > 0, f"zero gradient for {label}"
+
+    # Training passes: 2 per batch (arch + weight step); validation passes run the argmax path.
+    assert len(recorder.passes) >= 2 * len(recorder.alpha_grads)
+    for ran in recorder.passes:
+        assert len(ran["op"]) == 1
+        assert len(ran["act_a"]) == 1 and len(ran["act_b"]) == 1
+        assert ran["act_a"] == ran["act_b"], "modules sharing a label must share the draw"
+        assert ran["body"] == list(range(len(ran["body"]))) and 1 <= len(ran["body"]) <= 3
+    drawn_ops = {ran["op"][0] for ran in recorder.passes}
+    assert len(drawn_ops) > 1, "the draw never changed"
+    assert set(strategy.export()) == {"op", "depth", "act", "skip"}
+
+
+def _planted_search(seed: int, arc_learning_rate: float) -> int:
+    torch.manual_seed(seed)
+    informative = 2
+    evaluator = make_evaluator(planted_dataset(256, informative, seed=seed), planted_dataset(64, informative, seed=seed + 100),
+                               epochs=4, batch_size=16, learning_rate=0.05)
+    strategy = run_search(PlantedSpace(), evaluator,
+                          GumbelDNAS(seed=seed, arc_learning_rate=arc_learning_rate, warmup_epochs=1))
+    return strategy.export()["block"]
+
+
+def _random_logit_export(seed: int) -> int:
+    """The control: the argmax of the logits GumbelDNAS starts from (never trained)."""
+    space = GumbelDNAS(seed=seed).mutate_model(PlantedSpace())
+    return space.choice.export({})["block"]
+
+
+@pytest.mark.slow
+def test_planted_candidate_is_found_and_random_logits_do_not_find_it():
+    # ~24 architecture steps per seed: a larger arch learning rate than the 3e-4 default.
+    found = [_planted_search(seed, 0.01) for seed in range(10)]
+    control = [_random_logit_export(seed) for seed in range(10)]
+    assert sum(b == 2 for b in found) >= 9, found
+    assert sum(b == 2 for b in control) < 9, control
+    assert len(set(control)) > 1, control
+
+
+def test_export_is_argmax_of_logits_not_a_sample():
+    torch.manual_seed(0)
+    evaluator = make_evaluator(image_dataset(32), image_dataset(16, seed=1), epochs=1)
+    strategy = run_search(MixedSpace(), evaluator, GumbelDNAS(seed=0))
+    with torch.no_grad():
+        for label, alpha in strategy.oneshot_module.label_alphas().items():
+            alpha.zero_()
+            alpha[-1] = 5.0
+    for _ in range(5):
+        assert strategy.export() == {"op": "pool", "depth": 3, "act": 1, "skip": [1]}
+    model = next(strategy.list_models()).executable_model()
+    assert isinstance(model.op, nn.AvgPool2d) and len(model.body) == 3
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    train, val = image_dataset(64), image_dataset(32, seed=1)
+
+    def search(epochs, seed, **kwargs):
+        torch.manual_seed(seed)
+        evaluator = make_evaluator(train, val, epochs=epochs, default_root_dir=str(tmp_path))
+        strategy = run_search(MixedSpace(), evaluator, GumbelDNAS(seed=0, arc_learning_rate=0.05, **kwargs))
+        return strategy
+
+    straight = search(2, seed=0)
+    search(1, seed=0, checkpoint_dir=tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "last.ckpt").is_file()
+    # A different global seed: everything must come back from the checkpoint.
+    resumed = search(2, seed=123, checkpoint_dir=tmp_path / "ckpt", resume_from="last")
+
+    a, b = _alphas(straight), _alphas(resumed)
+    for label in a:
+        torch.testing.assert_close(a[label], b[label], rtol=0, atol=1e-6)
+    assert float(resumed.oneshot_module.temperature) == float(straight.oneshot_module.temperature)
+    wa = straight.oneshot_module.model.head.weight
+    wb = resumed.oneshot_module.model.head.weight
+    torch.testing.assert_close(wa, wb, rtol=0, atol=1e-6)
+    # A straight run with different logits start proves the comparison can fail.
+    other = search(2, seed=0, warmup_epochs=1)
+    assert any(not torch.allclose(a[k], v) for k, v in _alphas(other).items())
+
+
+def test_checkpoint_holds_logits_temperature_optimizers_and_rng(tmp_path):
+    torch.manual_seed(0)
+    evaluator = make_evaluator(image_dataset(32), image_dataset(16, seed=1), epochs=1, default_root_dir=str(tmp_path))
+    run_search(MixedSpace(), evaluator, GumbelDNAS(checkpoint_dir=tmp_path / "c"))
+    ckpt = torch.load(tmp_path / "c" / "last.ckpt", weights_only=True)
+    keys = ckpt["state_dict"].keys()
+    assert "temperature" in keys
+    assert any(k.endswith("_arch_alpha") for k in keys)
+    assert len(ckpt["optimizer_states"]) == 2  # weights + logits
+    assert {"torch_rng", "numpy_rng", "python_rng"} <= set(ckpt["gumbel_dnas"])
+
+
+def test_size_budget_steers_to_small_candidates():
+    torch.manual_seed(0)
+    evaluator = make_evaluator(image_dataset(64), image_dataset(16, seed=1), epochs=3)
+    strategy = run_search(MixedSpace(), evaluator,
+                          GumbelDNAS(seed=0, arc_learning_rate=0.05, size_budget_mb=1e-4, penalty_weight=100.0))
+    exported = strategy.export()
+    assert exported["op"] == "pool" and exported["depth"] == 1, exported
+    expected, argmax_size = strategy.oneshot_module.expected_size_mb()
+    params_mb = sum(p.numel() for p in next(strategy.list_models()).executable_model().parameters()) * 4 / 2**20
+    assert argmax_size == pytest.approx(params_mb, rel=1e-6)
+
+
+def test_temperature_schedules():
+    exp = TemperatureSchedule(5.0, 0.5, "exponential")
+    lin = TemperatureSchedule(5.0, 0.5, "linear")
+    assert [round(exp.at(e, 1, 4), 4) for e in range(4)] == [5.0, 5.0, round(5.0 * 0.1 ** 0.5, 4), 0.5]
+    assert [lin.at(e, 0, 4) for e in range(4)] == pytest.approx([5.0, 3.5, 2.0, 0.5])
+    assert TemperatureSchedule.parse(1.0).at(3, 0, 10) == 1.0
+    with pytest.raises(ValueError, match="init >= final"):
+        TemperatureSchedule(0.5, 1.0)
+
+
+def test_per_epoch_tensorboard_logging(tmp_path):
+    from pytorch_lightning.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    torch.manual_seed(0)
+    evaluator = make_evaluator(image_dataset(32), image_dataset(16, seed=1), epochs=2)
+    evaluator.trainer.loggers = [TensorBoardLogger(str(tmp_path), name="search")]
+    run_search(MixedSpace(), evaluator, GumbelDNAS(temperature=(2.0, 1.0)))
+    events = EventAccumulator(str(next(tmp_path.glob("search/version_*")))).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"gumbel/temperature", "entropy/op", "prob/op/conv3", "prob/skip/1", "arch/expected_size_mb", "val_acc"} <= tags
+    assert [e.value for e in events.Scalars("gumbel/temperature")] == pytest.approx([2.0, 1.0])
+
+
+def test_reports_to_nni_inside_a_trial(monkeypatch):
+    reported = {"intermediate": [], "final": []}
+    monkeypatch.setattr(gumbel_module, "_in_nni_trial", lambda: True)
+    monkeypatch.setattr(nni, "report_intermediate_result", reported["intermediate"].append)
+    monkeypatch.setattr(nni, "report_final_result", reported["final"].append)
+    torch.manual_seed(0)
+    evaluator = make_evaluator(image_dataset(32), image_dataset(16, seed=1), epochs=2)
+    run_search(MixedSpace(), evaluator, GumbelDNAS())
+    assert len(reported["intermediate"]) == 2 and all(0.0 <= v <= 1.0 for v in reported["intermediate"])
+    assert reported["final"] == reported["intermediate"][-1:]
+
+
+def test_export_file_written(tmp_path):
+    torch.manual_seed(0)
+    evaluator = make_evaluator(image_dataset(32), image_dataset(16, seed=1), epochs=1)
+    strategy = run_search(MixedSpace(), evaluator, GumbelDNAS(export_path=tmp_path / "arch.json"))
+    assert json.loads((tmp_path / "arch.json").read_text()) == strategy.export()
+
+
+class _MutableOpSpace(ModelSpace):
+    def __init__(self):
+        super().__init__()
+        self.conv = MutableConv2d(1, 4, kernel_size=nni.choice("ks", [3, 5]), padding=2)
+        self.choice = LayerChoice([nn.Identity(), nn.ReLU()], label="act")
+
+    def forward(self, x):
+        return self.choice(self.conv(x)).mean(dim=(2, 3))
+
+
+def test_unsupported_mutable_is_named():
+    with pytest.raises(TypeError, match=r"module `conv` of type MutableConv2d holds mutables \['ks'\]"):
+        GumbelDNAS().mutate_model(_MutableOpSpace())
+
+
+def test_arch_split_is_disjoint_and_seeded():
+    from nni.nas.evaluator.pytorch import DataLoader
+
+    loader = DataLoader(image_dataset(40), batch_size=8, shuffle=True)
+    loaders = GumbelDNAS(arch_split=0.25, seed=3).train_dataloader(lambda: loader, lambda: None)
+    w, a = loaders["train"].dataset.indices, loaders["arch"].dataset.indices
+    assert len(a) == 10 and len(w) == 30 and not set(w) & set(a)
+    assert a == GumbelDNAS(arch_split=0.25, seed=3).train_dataloader(lambda: loader, lambda: None)["arch"].dataset.indices
+    explicit = GumbelDNAS(arch_split=[0, 1, 2]).train_dataloader(lambda: loader, lambda: None)
+    assert explicit["arch"].dataset.indices == [0, 1, 2]
+    val = GumbelDNAS(arch_split="val")
+    assert val.train_dataloader(lambda: loader, lambda: "V")["arch"] == "V" and val.val_dataloader(None, None) is None
+
+
+def test_registry():
+    assert type(strategies.get("gumbel-dnas", warmup_epochs=2)) is GumbelDNAS
+    assert strategies.get("gumbel-dnas", warmup_epochs=2).warmup_epochs == 2
+    import nni.nas.strategy as nni_strategy
+
+    for name, cls in [("darts", nni_strategy.DARTS), ("gumbel-darts", nni_strategy.GumbelDARTS),
+                      ("proxyless", nni_strategy.Proxyless), ("random-oneshot", nni_strategy.RandomOneShot)]:
+        assert type(strategies.get(name)) is cls
+    with pytest.raises(ValueError, match="unknown search strategy 'enas'"):
+        strategies.get("enas")
