@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -17,6 +18,7 @@ __all__ = [
     "BASELINES",
     "MIN_DEPTH",
     "get_model",
+    "resolve_architecture",
     "count_parameters",
     "model_size_mb",
     "resnet3d101",
@@ -43,15 +45,29 @@ DISPLAY_NAMES: dict[str, str] = {
 }
 
 
-def _resolve_arch(arch: Mapping[str, Any] | str | Path) -> dict[str, Any]:
+def resolve_architecture(
+    arch: Mapping[str, Any] | str | Path, num_classes: int | None = None, in_channels: int | None = None
+) -> dict[str, Any]:
+    """An exported architecture (dict or JSON file) with its head and stem set to ``num_classes`` /
+    ``in_channels`` (the searched choices do not depend on them, so an architecture searched on one
+    dataset can be retrained on another)."""
     if isinstance(arch, Mapping):
-        return dict(arch)
-    path = Path(arch)
-    if not path.is_file():
-        raise FileNotFoundError(f"architecture file {path} does not exist")
-    from nni_covid3d.search_spaces import load_architecture
+        resolved = json.loads(json.dumps(arch))  # deep copy, plain types
+    else:
+        path = Path(arch)
+        if not path.is_file():
+            raise FileNotFoundError(f"architecture file {path} does not exist")
+        from nni_covid3d.search_spaces import load_architecture
 
-    return load_architecture(path)
+        resolved = load_architecture(path)
+    space = resolved.setdefault("space", {})
+    if not isinstance(space, dict):
+        raise ValueError(f"architecture 'space' must be a dict, got {type(space).__name__}")
+    if num_classes is not None:
+        space["num_classes"] = int(num_classes)
+    if in_channels is not None:
+        space["in_channels"] = int(in_channels)
+    return resolved
 
 
 def get_model(
@@ -63,7 +79,7 @@ def get_model(
     """Build the model called ``name`` (one of :data:`MODEL_NAMES`), freshly initialised.
 
     ``covidnet3d`` needs ``arch``: an exported architecture dict or the path of its JSON file
-    (``nni_covid3d.search_spaces.save_architecture``); the dict's own class/channel counts win.
+    (``nni_covid3d.search_spaces.save_architecture``); its head/stem follow ``num_classes``/``in_channels``.
     The model maps ``FloatTensor[B, in_channels, D, H, W]`` to logits ``FloatTensor[B, num_classes]``.
     """
     key = name.lower()
@@ -72,9 +88,9 @@ def get_model(
             raise ValueError("model 'covidnet3d' needs an architecture (arch=dict or path to an exported JSON file)")
         from nni_covid3d.search_spaces import build_model
 
-        return build_model(_resolve_arch(arch))
+        return build_model(resolve_architecture(arch, num_classes, in_channels))
     if key not in BASELINES:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(('covidnet3d', *BASELINES))}")
     if arch is not None:
         raise ValueError(f"model {name!r} is a fixed baseline and takes no architecture")
     return BASELINES[key](num_classes=num_classes, in_channels=in_channels)

@@ -98,7 +98,11 @@ class CovidClassifier(LightningModule):
         self.class_names = class_names
         self.num_classes = len(class_names)
         self.preprocessing = dict(preprocessing) if preprocessing is not None else None
-        self.arch = dict(arch) if arch is not None else None
+        if arch is not None:
+            from nni_covid3d.models import resolve_architecture
+
+            arch = resolve_architecture(arch, len(class_names), in_channels)
+        self.arch = arch
         # Where the training data came from ({"dataset", "root", "split_file", ...}); set by the pipeline.
         self.data_source: dict[str, Any] | None = None
 
@@ -111,8 +115,9 @@ class CovidClassifier(LightningModule):
         if model is not None:
             self.set_model(model)
 
+        # Not persistent: the weights live in the hyper-parameters, the state dict holds only the model.
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
-        self.criterion = nn.CrossEntropyLoss(weight=weight)
+        self.register_buffer("class_weight", weight, persistent=False)
         metric_args = {"task": "multiclass", "num_classes": self.num_classes}
         self.train_acc = torchmetrics.Accuracy(**metric_args)
         self.val_acc = torchmetrics.Accuracy(**metric_args)
@@ -122,10 +127,14 @@ class CovidClassifier(LightningModule):
         """Logits ``FloatTensor[B, num_classes]`` for volumes ``FloatTensor[B, C, D, H, W]``."""
         return self.model(x)
 
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Cross-entropy (class-weighted when ``class_weights`` was given) of logits ``[B, K]``, labels ``[B]``."""
+        return nn.functional.cross_entropy(logits, target, weight=self.class_weight)
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = unpack_batch(batch)
         logits = self(x)
-        loss = self.criterion(logits, y)
+        loss = self.loss(logits, y)
         self.train_acc(logits, y)
         batch_size = y.shape[0]
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)
@@ -138,7 +147,7 @@ class CovidClassifier(LightningModule):
         batch_size = y.shape[0]
         self.val_acc(logits, y)
         self.val_bal_acc(logits, y)
-        self.log("val_loss", self.criterion(logits, y), prog_bar=True, on_epoch=True, batch_size=batch_size)
+        self.log("val_loss", self.loss(logits, y), prog_bar=True, on_epoch=True, batch_size=batch_size)
         self.log("val_acc", self.val_acc, prog_bar=True, on_epoch=True, batch_size=batch_size)
         self.log("val_bal_acc", self.val_bal_acc, on_epoch=True, batch_size=batch_size)
 
