@@ -83,11 +83,12 @@ def image_dataset(n: int, seed: int = 0, size: int = 8) -> TensorDataset:
 def make_evaluator(train: TensorDataset, val: TensorDataset, *, epochs: int, batch_size: int = 32,
                    learning_rate: float = 0.01, num_classes: int = 2, **trainer_kwargs: Any) -> Classification:
     trainer_kwargs.setdefault("enable_checkpointing", False)
+    trainer_kwargs.setdefault("devices", 1)
     return Classification(
         train_dataloaders=DataLoader(train, batch_size=batch_size, shuffle=True),
         val_dataloaders=DataLoader(val, batch_size=batch_size),
         num_classes=num_classes, learning_rate=learning_rate, max_epochs=epochs,
-        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, **trainer_kwargs,
     )
 

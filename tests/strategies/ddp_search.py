@@ -1,0 +1,32 @@
+"""Run GumbelDNAS under Lightning DDP on CPU (gloo), 2 processes. Used by test_ddp.py.
+
+Usage: python -m tests.strategies.ddp_search OUT_DIR
+Lightning re-launches this script for rank 1; every rank saves its logits, rank 0 alone the export.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from nni_covid3d.strategies import GumbelDNAS
+from tests.strategies.toy import MixedSpace, image_dataset, make_evaluator, run_search
+
+
+def main(out: Path) -> None:
+    launch_rank = os.environ.get("LOCAL_RANK", "0")  # unset in the process that starts the others
+    torch.manual_seed(int(launch_rank))  # different weight init per rank: DDP must broadcast rank 0's
+    evaluator = make_evaluator(image_dataset(64), image_dataset(32, seed=1), epochs=2, batch_size=8,
+                               devices=2, strategy="ddp")
+    strategy = GumbelDNAS(seed=0, arc_learning_rate=0.05, export_path=out / f"export_from_rank{launch_rank}.json")
+    run_search(MixedSpace(), evaluator, strategy)
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    alphas = {str(k): v.detach().clone() for k, v in strategy.oneshot_module.label_alphas().items()}
+    head = strategy.oneshot_module.model.head.weight.detach().clone()
+    torch.save({"alphas": alphas, "head": head, "world": evaluator.trainer.world_size}, out / f"rank{rank}.pt")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
