@@ -40,7 +40,7 @@ from monai.transforms import (
 )
 
 from nni_covid3d.data.io import read_scan
-from nni_covid3d.data.records import Scan
+from nni_covid3d.data.records import DataError, Scan
 
 __all__ = [
     "Preprocessing",
@@ -240,6 +240,20 @@ def per_access_transforms(preprocessing: Preprocessing, *, train: bool) -> Compo
     return Compose(steps)
 
 
+def _surface_data_errors(step):
+    """Run ``step()``; MONAI wraps transform errors as "applying transform ...": re-raise the
+    :class:`DataError` (naming the file) found in the cause chain instead."""
+    try:
+        return step()
+    except RuntimeError as error:
+        cause = error.__cause__
+        while cause is not None and not isinstance(cause, DataError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from error
+
+
 def _file_stamp(paths: Sequence[Path]) -> str:
     """Size and mtime of the scan's files, so an edited file never hits a stale cache entry."""
     h = hashlib.sha1()
@@ -274,7 +288,7 @@ class ScanDataset(torch.utils.data.Dataset):
         return len(self.scans)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.post(self.base[index])
+        item = _surface_data_errors(lambda: self.post(self.base[index]))
         return {"image": item["image"], "label": int(item["label"]), "scan": item["scan"]}
 
     @property
@@ -321,5 +335,5 @@ def make_dataset(
 
 def preprocess_single(scan: Scan, preprocessing: Preprocessing) -> torch.Tensor:
     """Eval-mode preprocessing of one scan: ``FloatTensor[1, D, H, W]``."""
-    item = cached_transforms(preprocessing)(scan_item(scan))
+    item = _surface_data_errors(lambda: cached_transforms(preprocessing)(scan_item(scan)))
     return per_access_transforms(preprocessing, train=False)(item)["image"]

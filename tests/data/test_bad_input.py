@@ -1,0 +1,158 @@
+"""Bad input: a clear error naming the file and the problem; ``skip_bad`` lists every skipped scan."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from nni_covid3d.data import DataError, Preprocessing, load_dataset, make_dataset
+from nni_covid3d.data.synthetic import save_axial_nifti
+
+
+@pytest.fixture
+def cc(ccccii_root, tmp_path) -> Path:
+    root = tmp_path / "cc"
+    shutil.copytree(ccccii_root, root)
+    return root
+
+
+def _scan_dirs(root: Path, class_name: str) -> list[Path]:
+    return sorted(s for p in (root / class_name).iterdir() for s in p.iterdir())
+
+
+def _first_slice(scan_dir: Path) -> Path:
+    return sorted(scan_dir.iterdir())[0]
+
+
+def test_missing_root(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere: dataset root does not exist"):
+        load_dataset("ccccii", tmp_path / "nowhere")
+
+
+def test_unknown_dataset_name(tmp_path):
+    with pytest.raises(ValueError, match="unknown dataset 'luna'"):
+        load_dataset("luna", tmp_path)
+
+
+def test_empty_class_folder(cc):
+    shutil.rmtree(cc / "CP")
+    (cc / "CP").mkdir()
+    with pytest.raises(DataError, match=r"/CP: empty class folder"):
+        load_dataset("ccccii", cc)
+
+
+def test_empty_scan_folder(cc):
+    scan_dir = _scan_dirs(cc, "NCP")[0]
+    shutil.rmtree(scan_dir)
+    scan_dir.mkdir()
+    with pytest.raises(DataError, match=f"{scan_dir.name}: empty scan folder"):
+        load_dataset("ccccii", cc)
+
+
+def test_non_image_file(cc):
+    bad = _first_slice(_scan_dirs(cc, "Normal")[0])
+    bad.write_text("this is not an image")
+    with pytest.raises(DataError, match=f"{bad.name}: not a readable image"):
+        load_dataset("ccccii", cc)
+
+
+def test_wrong_file_type_in_scan_folder(cc):
+    bad = _scan_dirs(cc, "Normal")[0] / "notes.txt"
+    bad.write_text("x")
+    with pytest.raises(DataError, match="notes.txt: not a slice image"):
+        load_dataset("ccccii", cc)
+
+
+def test_truncated_png_found_by_full_check_and_at_load_time(cc):
+    scan_dir = next(d for d in _scan_dirs(cc, "CP") if _first_slice(d).suffix == ".png")
+    bad = _first_slice(scan_dir)
+    bad.write_bytes(bad.read_bytes()[:120])  # header intact, pixel data cut
+    index = load_dataset("ccccii", cc)  # header check passes: the header is intact
+    with pytest.raises(DataError, match=f"{bad.name}: cannot decode image"):
+        load_dataset("ccccii", cc, check="full")
+    scan = next(s for s in index.scans if s.paths[0] == bad)
+    dataset = make_dataset([scan], Preprocessing(depth=4, height=16, width=16), train=False)
+    with pytest.raises(DataError, match=f"{bad.name}: cannot decode image"):
+        dataset[0]
+
+
+def test_mixed_slice_sizes(cc):
+    scan_dir = _scan_dirs(cc, "NCP")[0]
+    bad = sorted(scan_dir.iterdir())[-1]
+    Image.new("L", (30, 20)).save(bad, format="PNG" if bad.suffix == ".png" else "JPEG")
+    with pytest.raises(DataError, match=f"{bad.name}: slice size 20x30 differs from 48x48"):
+        load_dataset("ccccii", cc)
+
+
+def test_unknown_class_folder(cc):
+    (cc / "COVID").mkdir()
+    with pytest.raises(DataError, match="COVID: unknown class folder 'COVID'"):
+        load_dataset("ccccii", cc)
+
+
+def test_skip_bad_lists_every_skipped_scan(cc):
+    n_scans = len(load_dataset("ccccii", cc).scans)
+    (cc / "Viral").mkdir()
+    empty = _scan_dirs(cc, "NCP")[0]
+    shutil.rmtree(empty)
+    empty.mkdir()
+    broken = _scan_dirs(cc, "Normal")[0]
+    _first_slice(broken).write_bytes(b"garbage")
+    index = load_dataset("ccccii", cc, skip_bad=True)
+    skipped = {s.path.name: s.reason for s in index.skipped}
+    assert set(skipped) == {"Viral", empty.name, broken.name}
+    assert "not a readable image" in skipped[broken.name] and "empty scan folder" in skipped[empty.name]
+    assert len(index.scans) == n_scans - 2
+    summary = index.summary()
+    assert "skipped 3 bad scan(s)" in summary and str(broken) in summary
+
+
+def test_two_dimensional_nifti(mosmed_root, tmp_path):
+    root = tmp_path / "mm"
+    shutil.copytree(mosmed_root, root)
+    bad = next((root / "studies" / "CT-1").iterdir())
+    nib.save(nib.Nifti1Image(np.zeros((48, 48), dtype=np.int16), np.eye(4)), str(bad))
+    with pytest.raises(DataError, match=f"{bad.name}: expected a 3D CT volume, got NIfTI data of shape \\(48, 48\\)"):
+        load_dataset("mosmed", root)
+    index = load_dataset("mosmed", root, skip_bad=True)
+    assert [s.path for s in index.skipped] == [bad] and len(index.scans) == 9
+
+
+def test_nan_voxels(mosmed_root, tmp_path):
+    root = tmp_path / "mm"
+    shutil.copytree(mosmed_root, root)
+    bad = next((root / "studies" / "CT-0").iterdir())
+    volume = np.full((6, 16, 16), -800.0, dtype=np.float32)
+    volume[2, 3, 4] = np.nan
+    save_axial_nifti(bad, volume, (8.0, 0.7, 0.7))
+    load_dataset("mosmed", root)  # the header is fine
+    with pytest.raises(DataError, match=f"{bad.name}: contains 1 NaN or infinite voxel"):
+        load_dataset("mosmed", root, check="full")
+
+
+def test_truncated_nifti(mosmed_root, tmp_path):
+    root = tmp_path / "mm"
+    shutil.copytree(mosmed_root, root)
+    bad = next((root / "studies" / "CT-2").iterdir())
+    bad.write_bytes(bad.read_bytes()[:2000])
+    with pytest.raises(DataError, match=bad.name):
+        load_dataset("mosmed", root, check="full")
+
+
+def test_covidctset_bad_tiff_and_unlisted_patient(covidctset_root, tmp_path):
+    root = tmp_path / "ct"
+    shutil.copytree(covidctset_root, root)
+    series = sorted(root.glob("*/patient*/SR_*"))[0]
+    bad = sorted(series.iterdir())[0]
+    bad.write_bytes(b"II*\x00garbage")
+    with pytest.raises(DataError, match=f"{bad.name}: not a readable TIFF image"):
+        load_dataset("covidctset", root)
+    shutil.rmtree(series.parent)
+    (root / "normal1" / "patient999" / "SR_2").mkdir(parents=True)
+    shutil.copy(sorted(next(root.glob("*/patient*/SR_*")).iterdir())[0], root / "normal1" / "patient999" / "SR_2" / "IM00001.tif")
+    with pytest.raises(DataError, match="patient999: patient not listed in Patient_details.csv"):
+        load_dataset("covidctset", root)
