@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nni_covid3d.cli.demo",
     "nni_covid3d.cli.arch",
     "nni_covid3d.cli.nni",
+    "nni_covid3d.cli.predict",
 )
 
 

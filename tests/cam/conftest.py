@@ -61,3 +61,32 @@ def blob_net() -> BlobNet:
 def strided_net() -> StridedNet:
     torch.manual_seed(0)
     return StridedNet().eval()
+
+
+# ------------------------------------------------------------------ checkpoints of the real format
+TINY_SPACE = dict(
+    preset="S", num_classes=3, widths=[8, 8, 8, 8, 8, 8], n_cells=[1, 1, 1, 1, 1, 1],
+    head_channels=16, stem_channels=8, first_block_channels=8,
+)
+
+
+def save_tiny_checkpoint(path, *, depth: int = 8, size: int = 32, seed: int = 0):
+    """An untrained tiny CovidNet3D saved in the nni-covid3d checkpoint format (state dict + metadata)."""
+    from nni_covid3d.data import Preprocessing
+    from nni_covid3d.search_spaces import build_model, random_architecture
+    from nni_covid3d.training import CovidClassifier
+    from nni_covid3d.training.module import CHECKPOINT_KEY
+
+    torch.manual_seed(seed)
+    arch = random_architecture(TINY_SPACE, seed=seed)
+    classifier = CovidClassifier(
+        build_model(arch), class_names=["CP", "NCP", "Normal"], arch=arch, model_name="covidnet3d",
+        preprocessing=Preprocessing(depth=depth, height=size, width=size).to_dict(),
+    )
+    torch.save({"state_dict": classifier.state_dict(), CHECKPOINT_KEY: classifier.checkpoint_metadata()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
