@@ -18,6 +18,7 @@ __all__ = [
     "SKIP",
     "Calibration3d",
     "ConvBNReLU6",
+    "DepthwiseConv3d",
     "MBConv3d",
     "Skip",
     "StridedCalibration3d",
@@ -68,14 +69,69 @@ class ConvBNReLU6(nn.Sequential):
         )
 
 
+class _DepthwiseConv3dCPU(torch.autograd.Function):
+    """Depthwise 3D convolution (stride 1, "same" padding) whose gradients are forward convolutions.
+
+    PyTorch's CPU backward of grouped 3D convolutions (``slow_conv3d``) is one to two orders of
+    magnitude slower than its forward; both gradients are correlations that the fast forward kernel
+    computes just as well:
+
+    - input: the same depthwise convolution of the output gradient with the flipped kernel;
+    - weight: per channel, the padded input correlated with the output gradient, i.e. a grouped
+      convolution with the batch as input channels and the gradient as a (D, H, W) kernel.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.padding = padding
+        return nn.functional.conv3d(x, weight, padding=padding, groups=weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        p = ctx.padding
+        channels = weight.shape[0]
+        grad_out = grad_out.contiguous()
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = nn.functional.conv3d(grad_out, weight.flip(2, 3, 4), padding=p, groups=channels)
+        if ctx.needs_input_grad[1]:
+            n, c, d, h, w = grad_out.shape
+            padded = nn.functional.pad(x, (p,) * 6)
+            grad_w = nn.functional.conv3d(
+                padded.transpose(0, 1).reshape(1, c * n, *padded.shape[2:]),
+                grad_out.transpose(0, 1).reshape(c, n, d, h, w),
+                groups=c,
+            ).reshape(weight.shape)
+        return grad_x, grad_w, None
+
+
+class DepthwiseConv3d(nn.Conv3d):
+    """Depthwise Conv3d, stride 1, "same" padding, no bias: ``[N, C, D, H, W] -> [N, C, D, H, W]``.
+
+    A plain ``nn.Conv3d`` (same weights, same state dict) whose CPU training path uses
+    :class:`_DepthwiseConv3dCPU` for a fast backward; elsewhere it is ``nn.Conv3d`` unchanged.
+    """
+
+    def __init__(self, channels: int, kernel_size: int):
+        super().__init__(channels, channels, kernel_size, 1, kernel_size // 2, groups=channels, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            return _DepthwiseConv3dCPU.apply(x, self.weight, self.padding[0])
+        return super().forward(x)
+
+
 class MBConv3d(nn.Module):
     """Inverted residual body (MobileNetV2 / ProxylessNAS) in 3D, without the residual itself.
 
     1x1x1 expansion (skipped when ``expand_ratio == 1``) -> k^3 depthwise -> 1x1x1 linear projection,
-    each followed by BatchNorm3d; ReLU6 after the first two. ``[N, C_in, D, H, W] -> [N, C_out, D', H', W']``.
+    each followed by BatchNorm3d; ReLU6 after the first two. Stride 1 (in this space the calibration
+    conv carries the stride). ``[N, C_in, D, H, W] -> [N, C_out, D, H, W]``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, expand_ratio: int, stride: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, expand_ratio: int):
         super().__init__()
         self.kernel_size = kernel_size
         self.expand_ratio = expand_ratio
@@ -92,7 +148,7 @@ class MBConv3d(nn.Module):
             )
         self.depthwise = nn.Sequential(
             OrderedDict(
-                conv=nn.Conv3d(hidden, hidden, kernel_size, stride, kernel_size // 2, groups=hidden, bias=False),
+                conv=DepthwiseConv3d(hidden, kernel_size),
                 bn=nn.BatchNorm3d(hidden),
                 act=nn.ReLU6(inplace=True),
             )
