@@ -411,6 +411,9 @@ class GumbelDNAS(DARTS):
         when running inside an NNI trial.
     """
 
+    #: One candidate runs per choice, so candidates may differ in output shape (read by search spaces).
+    weighted_sum = False
+
     def __init__(
         self,
         *,
