@@ -10,10 +10,10 @@ class BlobNet(nn.Module):
     """A fixed 3D classifier whose class-1 score is the mean bright-voxel response.
 
     ``features`` keeps full resolution (depth included), so a correct CAM of class 1 peaks on the
-    brightest blob of the input; class 0 scores its negative.
+    brightest blob of the input; the other classes score its negative.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, num_classes: int = 2) -> None:
         super().__init__()
         self.features = nn.Sequential(nn.Conv3d(1, 2, kernel_size=3, padding=1, bias=True), nn.ReLU())
         with torch.no_grad():
@@ -21,9 +21,10 @@ class BlobNet(nn.Module):
             self.features[0].weight[:, 0, 1, 1, 1] = 1.0  # identity filter on both channels
             self.features[0].bias.fill_(-0.5)  # only bright voxels respond
         self.pool = nn.AdaptiveAvgPool3d(1)
-        self.fc = nn.Linear(2, 2)
+        self.fc = nn.Linear(2, num_classes)
         with torch.no_grad():
-            self.fc.weight.copy_(torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))
+            self.fc.weight.fill_(-1.0)
+            self.fc.weight[1] = 1.0
             self.fc.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
