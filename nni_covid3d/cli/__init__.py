@@ -21,9 +21,11 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nni_covid3d.cli.data",
     "nni_covid3d.cli.demo",
     "nni_covid3d.cli.arch",
+    "nni_covid3d.cli.train",
     "nni_covid3d.cli.nni",
     "nni_covid3d.cli.predict",
     "nni_covid3d.cli.cam",
+    "nni_covid3d.cli.search",
 )
 
 

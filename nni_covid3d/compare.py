@@ -1,0 +1,236 @@
+"""Compare models on the same splits and preprocessing, beside the papers' reported figures.
+
+For each dataset, every model is trained from scratch with the same patient split, preprocessing and
+training settings, selected on validation, and tested once. The table (Markdown + CSV) has: model,
+params, MB, GFLOPs, CPU latency per scan, accuracy, balanced accuracy, precision, sensitivity, F1,
+AUC. Precision, sensitivity, F1 and AUC are COVID-vs-rest (NCP / COVID class against the others),
+the reading under which the papers' binary-task figures are comparable. Reported rows come from
+``nni_covid3d/reference/covidnet3d_reported.csv`` and are marked ``reported``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "COLUMNS",
+    "DATASET_TITLES",
+    "measure_cost",
+    "measure_latency",
+    "reported_rows",
+    "result_row",
+    "run_comparison",
+    "write_table",
+    "markdown_table",
+]
+
+DATASET_TITLES = {"ccccii": "CC-CCII", "mosmed": "MosMedData", "covidctset": "COVID-CTset"}
+COLUMNS = (
+    "dataset", "model", "source", "params", "size_mb", "gflops", "latency_ms",
+    "accuracy", "balanced_accuracy", "precision", "sensitivity", "f1", "auc",
+)
+_HEADERS = {
+    "dataset": "Dataset", "model": "Model", "source": "Source", "params": "Params", "size_mb": "MB",
+    "gflops": "GFLOPs", "latency_ms": "CPU ms/scan", "accuracy": "Acc %", "balanced_accuracy": "Bal. acc %",
+    "precision": "Precision %", "sensitivity": "Sensitivity %", "f1": "F1 %", "auc": "AUC",
+}
+
+
+def measure_latency(model: nn.Module, input_size: Sequence[int], *, repeats: int = 5, threads: int | None = 1) -> float:
+    """Median CPU wall time (ms) of one forward pass on one volume ``[1, *input_size]`` (after one warm-up)."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        model = model.cpu().eval()
+        x = torch.zeros(1, *input_size)
+        times = []
+        with torch.inference_mode():
+            model(x)
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(x)
+                times.append((time.perf_counter() - start) * 1000)
+        return float(statistics.median(times))
+    finally:
+        torch.set_num_threads(previous)
+
+
+def measure_cost(model: nn.Module, input_size: Sequence[int], *, latency_repeats: int = 5, threads: int | None = 1) -> dict[str, Any]:
+    """``{"params", "size_mb", "gflops", "latency_ms"}`` of ``model`` for one input ``(C, D, H, W)``.
+
+    FLOPs come from ``nni_covid3d.search_spaces.model_cost`` (PyTorch's FlopCounterMode, 2 per
+    multiply-add), the same counter for every model.
+    """
+    from nni_covid3d.search_spaces import model_cost
+
+    cost = model_cost(model, tuple(input_size))
+    return {
+        "params": cost.params,
+        "size_mb": cost.size_mb,
+        "gflops": cost.flops / 1e9,
+        "latency_ms": measure_latency(model, input_size, repeats=latency_repeats, threads=threads),
+    }
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else 100.0 * value
+
+
+def result_row(dataset: str, model_title: str, metrics: Mapping[str, Any], cost: Mapping[str, Any]) -> dict[str, Any]:
+    """One table row of ours from test metrics (``classification_metrics``) and :func:`measure_cost`."""
+    covid = metrics.get("covid_vs_rest") or metrics["macro"]
+    return {
+        "dataset": DATASET_TITLES.get(dataset, dataset),
+        "model": model_title,
+        "source": "ours",
+        **{key: cost.get(key) for key in ("params", "size_mb", "gflops", "latency_ms")},
+        "accuracy": _percent(metrics["accuracy"]),
+        "balanced_accuracy": _percent(metrics["balanced_accuracy"]),
+        "precision": _percent(covid["precision"]),
+        "sensitivity": _percent(covid["recall"]),
+        "f1": _percent(covid["f1"]),
+        "auc": covid["auc"],
+    }
+
+
+def reported_rows(datasets: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The papers' figures for ``datasets`` (keys or titles; all when ``None``), marked reported."""
+    text = resources.files("nni_covid3d").joinpath("reference/covidnet3d_reported.csv").read_text()
+    wanted = None if datasets is None else {DATASET_TITLES.get(d, d) for d in datasets}
+    rows = []
+    for record in csv.DictReader(io.StringIO(text)):
+        if wanted is not None and record["dataset"] not in wanted:
+            continue
+        rows.append({
+            "dataset": record["dataset"], "model": record["model"], "source": f"reported ({record['source']})",
+            "params": None, "size_mb": float(record["size_mb"]), "gflops": None, "latency_ms": None,
+            "accuracy": float(record["accuracy"]), "balanced_accuracy": None,
+            "precision": float(record["precision"]), "sensitivity": float(record["sensitivity"]),
+            "f1": float(record["f1"]), "auc": None,
+        })
+    return rows
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return "–"
+    if key == "params":
+        return f"{value / 1e6:.2f}M"
+    if key in ("gflops", "auc"):
+        return f"{value:.3f}"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Rows as a Markdown table (reported rows in italics)."""
+    lines = ["| " + " | ".join(_HEADERS[c] for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        cells = [_cell(c, row.get(c)) for c in COLUMNS]
+        if str(row.get("source", "")).startswith("reported"):
+            cells = [f"*{c}*" if c != "–" else c for c in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(rows: Sequence[Mapping[str, Any]], out_dir: str | Path, stem: str = "comparison") -> tuple[Path, Path]:
+    """Write ``<stem>.md`` and ``<stem>.csv`` in ``out_dir``; returns both paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = out_dir / f"{stem}.md"
+    note = ("Ours: trained from scratch on the same patient split and preprocessing, selected on validation, "
+            "tested once. Precision, sensitivity, F1 and AUC are COVID-vs-rest. *Italic rows are the papers' "
+            "reported figures* (their own data splits and input sizes), not reproduced here.\n\n")
+    md.write_text(note + markdown_table(rows))
+    path_csv = out_dir / f"{stem}.csv"
+    with path_csv.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in COLUMNS})
+    return md, path_csv
+
+
+@dataclass
+class ComparisonResult:
+    rows: list[dict[str, Any]]
+    markdown: Path
+    csv: Path
+    runs: dict[str, dict[str, Path]] = field(default_factory=dict)  # dataset -> model -> run folder
+
+
+def run_comparison(
+    roots: Mapping[str, str | Path],
+    models: Sequence[str],
+    out_dir: str | Path,
+    *,
+    archs: Mapping[str, str | Path | Mapping[str, Any]] | None = None,
+    preprocessing=None,
+    config=None,
+    task: str | None = None,
+    cache_dir: str | Path | None = None,
+    split_seed: int = 0,
+    include_reported: bool = True,
+    latency_threads: int | None = 1,
+) -> ComparisonResult:
+    """Train and test every model on every dataset (``roots``: dataset name -> root folder).
+
+    ``archs`` maps a dataset name (or ``"*"`` for all) to the architecture of ``covidnet3d``.
+    Runs live in ``out_dir/<dataset>/<model>/``; a run whose test metrics exist is reused, so an
+    interrupted comparison continues where it stopped. All models of a dataset share
+    ``out_dir/<dataset>/split.json``.
+    """
+    from nni_covid3d.data import Preprocessing
+    from nni_covid3d.models import DISPLAY_NAMES, get_model, resolve_architecture
+    from nni_covid3d.training.experiment import DataSpec, check_input_depth, prepare_split, run_experiment
+    from nni_covid3d.training.pipeline import TrainConfig
+
+    out_dir = Path(out_dir)
+    preprocessing = preprocessing or Preprocessing(depth=32)
+    config = config or TrainConfig()
+    archs = dict(archs or {})
+    for model in models:  # fail before any training
+        check_input_depth(model, preprocessing.depth)
+    rows: list[dict[str, Any]] = []
+    runs: dict[str, dict[str, Path]] = {}
+    for dataset, root in roots.items():
+        dataset_dir = out_dir / dataset
+        spec = DataSpec(dataset, Path(root), task=task if dataset == "mosmed" else None, split_seed=split_seed,
+                        cache_dir=Path(cache_dir) if cache_dir is not None else None)
+        index, _, split_path = prepare_split(spec, dataset_dir)
+        spec.split_file = split_path
+        for model in models:
+            arch = None
+            if model == "covidnet3d":
+                arch = archs.get(dataset, archs.get("*"))
+                if arch is None:
+                    raise ValueError(f"covidnet3d on {dataset} needs an architecture (--arch FILE or --arch {dataset}=FILE)")
+                arch = resolve_architecture(arch, len(index.class_names), 1)
+            run_dir = dataset_dir / model
+            metrics_path = run_dir / "eval_test" / "metrics.json"
+            if metrics_path.is_file():
+                metrics = json.loads(metrics_path.read_text())
+            else:
+                resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
+                _, metrics = run_experiment(model, spec, run_dir, preprocessing=preprocessing, config=config,
+                                            arch=arch, resume=resume)
+            net = get_model(model, num_classes=len(index.class_names), in_channels=1, arch=arch)
+            cost = measure_cost(net, preprocessing.shape, threads=latency_threads)
+            rows.append(result_row(dataset, DISPLAY_NAMES.get(model, model), metrics, cost))
+            runs.setdefault(dataset, {})[model] = run_dir
+        if include_reported:
+            rows.extend(reported_rows([dataset]))
+    md, path_csv = write_table(rows, out_dir)
+    return ComparisonResult(rows=rows, markdown=md, csv=path_csv, runs=runs)
