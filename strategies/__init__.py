@@ -5,7 +5,9 @@
 """
 import nni_covid3d._warnings  # noqa: F401  (filters NNI's import warnings)
 
-from .gumbel_dnas import GumbelDNAS, GumbelDNASLightningModule, TemperatureSchedule
+from .gumbel_dnas import GumbelDNAS, GumbelDNASLightningModule, TemperatureSchedule, patient_holdout_indices
 from .registry import STRATEGY_NAMES, get
 
-__all__ = ["GumbelDNAS", "GumbelDNASLightningModule", "TemperatureSchedule", "STRATEGY_NAMES", "get"]
+__all__ = [
+    "GumbelDNAS", "GumbelDNASLightningModule", "TemperatureSchedule", "patient_holdout_indices", "STRATEGY_NAMES", "get",
+]

@@ -49,7 +49,7 @@ from .supermodules import (
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["GumbelDNAS", "GumbelDNASLightningModule", "TemperatureSchedule", "split_train_loader"]
+__all__ = ["GumbelDNAS", "GumbelDNASLightningModule", "TemperatureSchedule", "patient_holdout_indices", "split_train_loader"]
 
 ArchSplit = float | Sequence[int] | Literal["val"]
 
@@ -125,6 +125,22 @@ def split_train_loader(loader: DataLoader, arch_indices: Sequence[int]) -> tuple
         )
 
     return make(weight), make(arch)
+
+
+def patient_holdout_indices(groups: Sequence[str], fraction: float, seed: int = 0) -> list[int]:
+    """Dataset indices of a seeded ``fraction`` of the groups (e.g. patient ids, one per sample).
+
+    Use as ``GumbelDNAS(arch_split=...)`` so architecture steps see whole held-out patients.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must lie in (0, 1), got {fraction}")
+    unique = sorted(set(groups))
+    if len(unique) < 2:
+        raise ValueError(f"need at least two patients to hold some out for architecture steps, got {len(unique)}")
+    order = torch.randperm(len(unique), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_held = min(len(unique) - 1, max(1, round(fraction * len(unique))))
+    held = {unique[i] for i in order[:n_held]}
+    return [i for i, group in enumerate(groups) if group in held]
 
 
 def _in_nni_trial() -> bool:
@@ -337,18 +353,21 @@ class GumbelDNASLightningModule(DartsLightningModule):
             nni.report_intermediate_result(self._last_reported)
 
     def on_fit_end(self):
+        reported = False
         if self.trainer.is_global_zero:
             if self._last_reported is not None and _in_nni_trial():
                 import nni
 
                 nni.report_final_result(self._last_reported)
+                reported = True
             if self.export_path is not None:
                 self.export_path.parent.mkdir(parents=True, exist_ok=True)
                 self.export_path.write_text(json.dumps(self.export(), indent=2, default=str) + "\n")
-        # NNI's supervised module only does a (duplicate) final report in on_fit_end.
-        if not isinstance(self.training_module, SupervisedLearningModule):
-            return self.training_module.on_fit_end()
-        return None
+        # The evaluator's module may report a final result of its own in on_fit_end (NNI's
+        # SupervisedLearningModule does nothing else there): one final result per trial.
+        if reported or isinstance(self.training_module, SupervisedLearningModule):
+            return None
+        return self.training_module.on_fit_end()
 
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

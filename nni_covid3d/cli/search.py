@@ -1,0 +1,156 @@
+"""``search``: one-shot architecture search of the CovidNet3D space on a dataset.
+
+    nni-covid3d search --dataset ccccii --root DATA --preset S --strategy gumbel-dnas --epochs 30 --out runs/search
+
+Weights train on the training patients minus a held-out share (``--arch-fraction``, whole patients)
+on which the architecture logits train; the validation patients score the argmax architecture each
+epoch; the test split is not touched. Writes ``OUT/architecture.json`` (the search-space format),
+``OUT/arch_probs.json``, ``OUT/split.json``, TensorBoard logs in ``OUT/tensorboard`` and a checkpoint
+per epoch in ``OUT/checkpoints`` (``--resume`` continues from ``last.ckpt``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from nni_covid3d.cli import UserError
+
+_DATASETS = ("ccccii", "mosmed", "covidctset")
+# Same names as nni_covid3d.strategies.STRATEGY_NAMES (kept literal so --help stays fast; a test checks).
+STRATEGIES = ("gumbel-dnas", "darts", "gumbel-darts", "proxyless", "random-oneshot")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("search", help="one-shot architecture search (GumbelDNAS, DARTS, ...) of CovidNet3D")
+    p.add_argument("--dataset", required=True, choices=_DATASETS)
+    p.add_argument("--root", type=Path, required=True, help="dataset root in its public layout")
+    p.add_argument("--task", help="MosMedData task: binary (default) or severity")
+    p.add_argument("--split-file", type=Path, help="reuse a patient split (JSON)")
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--cache-dir", type=Path, help="cache preprocessed volumes here")
+    p.add_argument("--skip-bad", action="store_true", help="leave out unreadable scans (listed)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--preset", default="S", choices=("S", "L"), help="CovidNet3D stage widths")
+    p.add_argument("--search-downsampling", action="store_true",
+                   help="also search 2x2x2 vs 1x2x2 downsampling (single-path strategies only)")
+    p.add_argument("--strategy", default="gumbel-dnas", choices=STRATEGIES)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--depth", type=int, default=16, help="slices per volume (paper's search: 16)")
+    p.add_argument("--height", type=int, default=64)
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3, help="weight learning rate (Adam)")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--arc-lr", type=float, default=3e-4, help="architecture learning rate (Adam)")
+    p.add_argument("--warmup-epochs", type=int, default=0, help="epochs of weight steps only")
+    p.add_argument("--tau", type=float, nargs=2, default=(5.0, 0.5), metavar=("INIT", "FINAL"),
+                   help="Gumbel temperature annealed from INIT to FINAL (gumbel-dnas, gumbel-darts)")
+    p.add_argument("--tau-schedule", choices=("exponential", "linear"), default="exponential")
+    p.add_argument("--arch-fraction", type=float, default=0.5,
+                   help="share of training patients held out for architecture steps (gumbel-dnas)")
+    p.add_argument("--size-budget-mb", type=float, help="model-size budget in MB (gumbel-dnas)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+    p.add_argument("--devices", default="1", help="number of devices (DDP when more than one)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt (gumbel-dnas)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _strategy_kwargs(args: argparse.Namespace, arch_indices: list[int]) -> dict:
+    if args.strategy == "gumbel-dnas":
+        from nni_covid3d.strategies import TemperatureSchedule
+
+        return dict(
+            arc_learning_rate=args.arc_lr, warmup_epochs=args.warmup_epochs,
+            temperature=TemperatureSchedule(args.tau[0], args.tau[1], args.tau_schedule),
+            arch_split=arch_indices, size_budget_mb=args.size_budget_mb, seed=args.seed,
+            checkpoint_dir=args.out / "checkpoints", resume_from="last" if args.resume else None,
+        )
+    if args.resume or args.size_budget_mb is not None:
+        raise UserError("--resume and --size-budget-mb apply to --strategy gumbel-dnas only")
+    if args.strategy in ("darts", "proxyless"):
+        return dict(arc_learning_rate=args.arc_lr, warmup_epochs=args.warmup_epochs, gradient_clip_val=5.0)
+    if args.strategy == "gumbel-darts":
+        return dict(arc_learning_rate=args.arc_lr, warmup_epochs=args.warmup_epochs, gradient_clip_val=5.0,
+                    temperature=(float(args.tau[0]), float(args.tau[1])))
+    return {}
+
+
+def run(args: argparse.Namespace) -> int:
+    import pytorch_lightning as pl
+    import torch
+    from nni.nas.evaluator.pytorch import DataLoader, Lightning, Trainer
+    from nni.nas.execution import SequentialExecutionEngine
+    from nni.nas.space import RawFormatModelSpace
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from nni_covid3d.data import Preprocessing, load_dataset, load_split, make_dataset, make_patient_split, save_split
+    from nni_covid3d.search_spaces import CovidNet3DSpace, export_architecture, save_architecture
+    from nni_covid3d.strategies import get, patient_holdout_indices
+    from nni_covid3d.training import CovidClassifier
+
+    if args.epochs < 1 or args.batch_size < 1:
+        raise UserError("--epochs and --batch-size must be at least 1")
+    if not args.root.is_dir():
+        raise FileNotFoundError(f"dataset root {args.root} does not exist")
+    pl.seed_everything(args.seed, workers=True)
+
+    index = load_dataset(args.dataset, args.root, task=args.task, skip_bad=args.skip_bad)
+    if args.split_file is not None:
+        split = load_split(args.split_file, index.scans)
+    else:
+        split = make_patient_split(index.scans, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                                   seed=args.split_seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    save_split(split, args.out / "split.json")
+    if not split["val"]:
+        raise UserError(f"the validation split of {args.root} is empty; use more patients or a larger --val-fraction")
+    preprocessing = Preprocessing(depth=args.depth, height=args.height, width=args.width)
+    train_set = make_dataset(split["train"], preprocessing, train=True, cache_dir=args.cache_dir)
+    val_set = make_dataset(split["val"], preprocessing, train=False, cache_dir=args.cache_dir)
+    try:
+        arch_indices = patient_holdout_indices([s.patient_id for s in split["train"]], args.arch_fraction, args.seed)
+    except ValueError as error:
+        raise UserError(f"{args.root}: {error}") from error
+
+    generator = torch.Generator().manual_seed(args.seed)
+    # drop_last: a last batch of one volume breaks BatchNorm once the feature map is 1x1x1.
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
+                              generator=generator, drop_last=len(train_set) > 2 * args.batch_size)
+    val_loader = DataLoader(val_set, batch_size=args.batch_size, shuffle=False, num_workers=args.workers)
+
+    space = CovidNet3DSpace(args.preset, num_classes=len(index.class_names), in_channels=1,
+                            search_downsampling=args.search_downsampling)
+    space_config = space.config  # before the strategy turns the space into a supernet in place
+    module = CovidClassifier(class_names=index.class_names, learning_rate=args.lr, weight_decay=args.weight_decay,
+                             max_epochs=args.epochs, preprocessing=preprocessing.to_dict(), model_name="covidnet3d")
+    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+    trainer = Trainer(
+        max_epochs=args.epochs, accelerator=args.accelerator, devices=devices,
+        strategy="ddp" if isinstance(devices, int) and devices > 1 else "auto",
+        logger=TensorBoardLogger(str(args.out), name="tensorboard"), enable_checkpointing=False,
+        enable_progress_bar=not args.no_progress, enable_model_summary=False, num_sanity_val_steps=0,
+    )
+    evaluator = Lightning(module, trainer, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    strategy = get(args.strategy, **_strategy_kwargs(args, arch_indices))
+
+    strategy(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
+    best = next(strategy.list_models())
+    if not trainer.is_global_zero:
+        return 0
+    metadata = {"source": f"nni-covid3d search --strategy {args.strategy}", "dataset": args.dataset,
+                "epochs": args.epochs, "seed": args.seed, "size_budget_mb": args.size_budget_mb}
+    arch = export_architecture(space_config, best.sample, metadata=metadata)
+    path = save_architecture(arch, args.out / "architecture.json")
+    probs = strategy.oneshot_module.export_probs()
+    (args.out / "arch_probs.json").write_text(
+        json.dumps({str(k): {str(v): p for v, p in d.items()} for k, d in probs.items()}, indent=2) + "\n")
+    print(f"architecture: {path}")
+    print(f"choice probabilities: {args.out / 'arch_probs.json'}; TensorBoard: {args.out / 'tensorboard'}")
+    print(f"retrain: nni-covid3d retrain --arch {path} --dataset {args.dataset} --root {args.root} --out RUN_DIR")
+    return 0
