@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nni_covid3d.cli.nni",
     "nni_covid3d.cli.predict",
     "nni_covid3d.cli.cam",
+    "nni_covid3d.cli.search",
 )
 
 
