@@ -6,8 +6,8 @@ Pipeline per scan (dictionary transforms on ``{"paths", "label", ...}``):
    :class:`WindowIntensityd` (HU window or 0-255 gray range -> [0, 1] via ``ScaleIntensityRange``),
    ``Resized`` in-plane to ``H x W`` (``area``: anti-aliased downsampling), ``EnsureTyped``;
 2. per access: :class:`DepthSampled` (eval: deterministic, centred bins) or :class:`RandDepthSampled`
-   (train: random, order-preserving) to ``D`` slices; train-time ``RandFlipd`` / ``RandAffined`` /
-   ``RandScaleIntensityd`` / ``RandShiftIntensityd``.
+   (train: random, order-preserving) to ``D`` slices; train-time in-plane ``RandFlipd`` / ``RandAffined``
+   (:class:`InPlaned`), ``RandScaleIntensityd`` / ``RandShiftIntensityd``.
 
 Only stage 1 is cached (on disk with ``PersistentDataset`` under a folder named by the hash of the
 stage-1 settings, or in memory with ``CacheDataset``), so augmentation stays random per epoch and a
@@ -48,6 +48,7 @@ __all__ = [
     "WindowIntensityd",
     "DepthSampled",
     "RandDepthSampled",
+    "InPlaned",
     "ScanDataset",
     "make_dataset",
     "preprocess_single",
@@ -204,6 +205,33 @@ class RandDepthSampled(Randomizable, MapTransform):
         return d
 
 
+class InPlaned(Randomizable, MapTransform):
+    """Apply 2D dictionary transforms to all axial slices of ``[C, D, H, W]`` at once, the slices acting
+    as channels: one in-plane flip/rotation/zoom per scan, and no interpolation across slices (which are
+    up to 10 mm apart), at the cost of 2D rather than 3D resampling."""
+
+    def __init__(self, keys: KeysCollection, transform: Compose):
+        MapTransform.__init__(self, keys)
+        self.transform = transform
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> "InPlaned":
+        super().set_random_state(seed, state)
+        self.transform.set_random_state(seed, state)
+        return self
+
+    def randomize(self, data: Any = None) -> None:  # the wrapped transforms draw their own parameters
+        pass
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = torch.as_tensor(d[key])
+            c, depth, height, width = image.shape
+            out = self.transform({key: image.reshape(c * depth, height, width)})[key]
+            d[key] = torch.as_tensor(out).reshape(c, depth, *out.shape[-2:])
+        return d
+
+
 def cached_transforms(preprocessing: Preprocessing) -> Compose:
     """Stage 1 (deterministic): decode, window, resize in-plane -> FloatTensor ``[1, D0, H, W]``."""
     p = preprocessing
@@ -222,17 +250,22 @@ def per_access_transforms(preprocessing: Preprocessing, *, train: bool) -> Compo
     p = preprocessing
     steps: list = [RandDepthSampled("image", p.depth) if train else DepthSampled("image", p.depth)]
     if train and p.augment:
+        in_plane = Compose(
+            [
+                RandFlipd("image", prob=p.flip_prob, spatial_axis=1),  # left-right
+                RandAffined(
+                    "image",
+                    prob=p.affine_prob,
+                    rotate_range=(math.radians(p.rotate_degrees),),
+                    scale_range=(p.scale_range, p.scale_range),
+                    translate_range=(p.translate_fraction * p.height, p.translate_fraction * p.width),
+                    mode="bilinear",
+                    padding_mode="border",
+                ),
+            ]
+        )
         steps += [
-            RandFlipd("image", prob=p.flip_prob, spatial_axis=2),  # left-right
-            RandAffined(
-                "image",
-                prob=p.affine_prob,
-                rotate_range=(math.radians(p.rotate_degrees), 0.0, 0.0),  # about the D axis: in-plane
-                scale_range=(0.0, p.scale_range, p.scale_range),
-                translate_range=(0.0, p.translate_fraction * p.height, p.translate_fraction * p.width),
-                mode="bilinear",
-                padding_mode="border",
-            ),
+            InPlaned("image", in_plane),
             RandScaleIntensityd("image", factors=p.intensity_scale, prob=p.intensity_prob),
             RandShiftIntensityd("image", offsets=p.intensity_shift, prob=p.intensity_prob),
         ]

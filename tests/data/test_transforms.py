@@ -90,3 +90,18 @@ def test_disk_cache_skips_decoding_and_is_keyed_on_settings(scans, tmp_path, mon
     n = len(calls)
     _ = [memory[i] for i in range(len(memory)) for _ in range(2)]
     assert len(calls) == n
+
+
+def test_augmentation_is_in_plane_and_never_mixes_slices():
+    from nni_covid3d.data.transforms import per_access_transforms
+
+    prep = Preprocessing(depth=5, height=20, width=20, affine_prob=1.0, flip_prob=1.0, intensity_prob=0.0)
+    post = per_access_transforms(prep, train=True)
+    post.set_random_state(seed=3)
+    image = 100.0 * torch.arange(5, dtype=torch.float32).view(1, 5, 1, 1).repeat(1, 1, 20, 20)
+    image[:, :, :, :10] += 10.0  # a left/right edge the flip and rotation move
+    out = post({"image": image, "label": 0, "scan": "x"})["image"]
+    assert tuple(out.shape) == (1, 5, 20, 20) and not torch.equal(out, image)
+    for k in range(5):  # each slice keeps values between its own two levels: nothing from its neighbours
+        assert out[0, k].min() >= 100 * k - 1e-3 and out[0, k].max() <= 100 * k + 10 + 1e-3
+        assert out[0, k].max() - out[0, k].min() > 9  # the edge is still there
