@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-bad", action="store_true", help="leave out unreadable scans (listed)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--preset", default="S", choices=("S", "L"), help="CovidNet3D stage widths")
+    p.add_argument("--widths", type=int, nargs=6, metavar="W", help="stage widths (default: the preset's)")
+    p.add_argument("--n-cells", type=int, nargs=6, metavar="N", default=(4, 4, 4, 4, 4, 1), help="cells per stage")
+    p.add_argument("--head-channels", type=int, default=1280)
     p.add_argument("--search-downsampling", action="store_true",
                    help="also search 2x2x2 vs 1x2x2 downsampling (single-path strategies only)")
     p.add_argument("--strategy", default="gumbel-dnas", choices=STRATEGIES)
@@ -124,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
                               generator=generator, drop_last=len(train_set) > 2 * args.batch_size)
     val_loader = DataLoader(val_set, batch_size=args.batch_size, shuffle=False, num_workers=args.workers)
 
-    space = CovidNet3DSpace(args.preset, num_classes=len(index.class_names), in_channels=1,
+    space = CovidNet3DSpace(args.preset, num_classes=len(index.class_names), in_channels=1, widths=args.widths,
+                            n_cells=args.n_cells, head_channels=args.head_channels,
                             search_downsampling=args.search_downsampling)
     space_config = space.config  # before the strategy turns the space into a supernet in place
     module = CovidClassifier(class_names=index.class_names, learning_rate=args.lr, weight_decay=args.weight_decay,

@@ -1,0 +1,205 @@
+"""Search cost on the CovidNet3D-S space: GumbelDNAS vs NNI DARTS vs NNI GumbelDARTS vs one subnet.
+
+    .venv/bin/python benchmarks/bench_search.py [--steps 2] [--mem-limit-gb 8] [--configs small large]
+
+Each (method, input) runs in its own subprocess with ``torch.set_num_threads(1)`` (fairness on a
+shared machine) under a hard address-space limit (``RLIMIT_AS`` = the address space after imports
+plus ``--mem-limit-gb``); running out of memory is recorded as a result. Memory is the peak RSS
+(``ru_maxrss``) minus the RSS after imports and data creation, so it counts the model (the supernet
+for one-shot methods) plus everything training allocates. Time is the median wall time of a training
+step (a search step is arch step + weight step) through Lightning, after ``--warmup`` steps.
+
+The single subnet is the largest of the space: every cell ``mbconv_k7_e4`` or every cell
+``mbconv_k3_e6``, whichever has more FLOPs at the input, with all cells kept (full depth). All methods
+use the same data arrangement as NNI's DARTS (weight batches from the train loader, architecture
+batches from a second loader of the same size) and a weight-gradient clip of 5.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CONFIGS = {"small": (8, (16, 64, 64)), "large": (2, (32, 128, 128))}
+METHODS = ("single", "gumbel-dnas", "darts", "gumbel-darts")
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _vms_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _largest_subnet(space_config: dict, size: tuple[int, int, int]) -> tuple[str, dict]:
+    from nni_covid3d.search_spaces import choice_domains, model_cost, build_model, export_architecture
+
+    best = None
+    for op in ("mbconv_k7_e4", "mbconv_k3_e6"):
+        sample = {}
+        for label, domain in choice_domains(space_config).items():
+            # Cells take the op; depth choices keep every cell (value [k]: cells 1..k+1).
+            sample[label] = [max(domain.values)] if label.endswith("_depth") else op
+        arch = export_architecture(space_config, sample)
+        flops = model_cost(build_model(arch), (1, *size)).flops
+        if best is None or flops > best[2]:
+            best = (op, sample, flops)
+    return best[0], best[1]
+
+
+def worker(method: str, batch: int, size: tuple[int, int, int], steps: int, warmup: int, mem_limit_gb: float) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    import pytorch_lightning as pl
+    import nni_covid3d  # noqa: F401  (warning filters)
+    from nni.nas.evaluator.pytorch import Classification, DataLoader
+    from nni.nas.evaluator.pytorch.lightning import ClassificationModule
+    from nni.nas.execution import SequentialExecutionEngine
+    from nni.nas.space import RawFormatModelSpace
+    from torch.utils.data import TensorDataset
+
+    from nni_covid3d.search_spaces import CovidNet3DSpace
+    from nni_covid3d.strategies import get
+
+    n = batch * (steps + warmup)
+    data = TensorDataset(torch.randn(n, 1, *size), torch.randint(0, 3, (n,)))
+    arch_data = TensorDataset(torch.randn(n, 1, *size), torch.randint(0, 3, (n,)))
+
+    class StepTimer(pl.Callback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self.cpu_times: list[float] = []
+
+        def on_train_batch_start(self, *args) -> None:
+            self.start, self.cpu_start = time.perf_counter(), time.process_time()
+
+        def on_train_batch_end(self, *args) -> None:
+            self.times.append(time.perf_counter() - self.start)
+            self.cpu_times.append(time.process_time() - self.cpu_start)
+
+    timer = StepTimer()
+    trainer_kwargs = dict(max_epochs=1, limit_train_batches=steps + warmup, limit_val_batches=0, accelerator="cpu",
+                          devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                          enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer])
+    baseline = _rss_mb()
+    limit = int(_vms_bytes() + mem_limit_gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    result = {"method": method, "batch": batch, "size": list(size), "threads": torch.get_num_threads()}
+    try:
+        space = CovidNet3DSpace("S", num_classes=3)
+        if method == "single":
+            op, sample = _largest_subnet(space.config, size)
+            model = space.freeze(sample)
+            result["subnet"] = f"all {op}, full depth"
+            result["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
+            module = ClassificationModule(num_classes=3, learning_rate=1e-3)
+            module.set_model(model)
+            trainer = pl.Trainer(gradient_clip_val=5.0, **trainer_kwargs)
+            trainer.fit(module, DataLoader(data, batch_size=batch, shuffle=True))
+        else:
+            result["params_m"] = sum(p.numel() for p in space.parameters()) / 1e6
+            kwargs = {"gradient_clip_val": 5.0}
+            if method == "gumbel-dnas":
+                kwargs["arch_split"] = "val"  # NNI DARTS's arrangement: arch batches from the second loader
+            evaluator = Classification(train_dataloaders=DataLoader(data, batch_size=batch, shuffle=True),
+                                       val_dataloaders=DataLoader(arch_data, batch_size=batch),
+                                       num_classes=3, learning_rate=1e-3, **trainer_kwargs)
+            strategy = get(method, **kwargs)
+            strategy(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
+        timed = timer.times[warmup:]
+        if len(timed) < steps:
+            raise RuntimeError(f"only {len(timer.times)} steps ran")
+        result.update(status="ok", step_s=statistics.median(timed), step_times=timer.times,
+                      step_cpu_s=statistics.median(timer.cpu_times[warmup:]))
+    except (MemoryError, RuntimeError) as error:
+        message = str(error)
+        oom = isinstance(error, MemoryError) or "allocate" in message or "out of memory" in message
+        result.update(status="oom" if oom else "error", error=message[-300:])
+    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - baseline
+    result["baseline_mb"] = baseline
+    return result
+
+
+def run_one(method: str, config: str, args: argparse.Namespace) -> dict:
+    batch, size = CONFIGS[config]
+    cmd = [sys.executable, __file__, "--worker", method, "--config", config, "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--mem-limit-gb", str(args.mem_limit_gb)]
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"method": method, "batch": batch, "size": list(size), "status": f"timeout>{args.timeout}s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        # Killed (e.g. by the kernel for memory) or crashed before printing: a result, not a crash.
+        return {"method": method, "batch": batch, "size": list(size), "status": f"exit {done.returncode}",
+                "error": done.stderr[-500:]}
+    result = json.loads(lines[-1])
+    result["wall_s"] = time.perf_counter() - start
+    return result
+
+
+def table(results: list[dict]) -> str:
+    rows = ["| input | method | status | peak memory (MB) | step wall (s) | step CPU (s) | mem / single | "
+            "mem / GumbelDARTS | CPU time / single | DARTS CPU time / this | wall / single | DARTS wall / this |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    by = {(r["batch"], tuple(r["size"]), r["method"]): r for r in results}
+    for r in results:
+        key = (r["batch"], tuple(r["size"]))
+        single, gd, darts = (by.get((*key, m)) for m in ("single", "gumbel-darts", "darts"))
+
+        def ratio(a, b, field):
+            if a and b and a.get("status") == "ok" and b.get("status") == "ok":
+                return f"{a[field] / b[field]:.2f}"
+            return "n/a" if not b or b.get("status") == "ok" else f"({b['method']} {b['status']})"
+
+        mem = f"{r['peak_mb']:.0f}" if "peak_mb" in r else "n/a"
+        step = f"{r['step_s']:.2f}" if "step_s" in r else "n/a"
+        cpu = f"{r['step_cpu_s']:.2f}" if "step_cpu_s" in r else "n/a"
+        rows.append(f"| {r['batch']}x{'x'.join(map(str, r['size']))} | {r['method']} | {r['status']} | {mem} | {step} | "
+                    f"{cpu} | {ratio(r, single, 'peak_mb')} | {ratio(r, gd, 'peak_mb')} | "
+                    f"{ratio(r, single, 'step_cpu_s')} | {ratio(darts, r, 'step_cpu_s')} | "
+                    f"{ratio(r, single, 'step_s')} | {ratio(darts, r, 'step_s')} |")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per run")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed first steps")
+    parser.add_argument("--mem-limit-gb", type=float, default=8.0)
+    parser.add_argument("--timeout", type=int, default=1200, help="seconds per run")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("bench_search.json"))
+    parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
+    parser.add_argument("--config", choices=list(CONFIGS), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        batch, size = CONFIGS[args.config]
+        print(json.dumps(worker(args.worker, batch, size, args.steps, args.warmup, args.mem_limit_gb)), flush=True)
+        return 0
+    results = []
+    for config in args.configs:
+        for method in args.methods:
+            result = run_one(method, config, args)
+            print(json.dumps({k: v for k, v in result.items() if k != "step_times"}), flush=True)
+            results.append(result)
+            args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
