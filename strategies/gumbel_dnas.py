@@ -191,6 +191,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
         warmup_epochs: int = 0,
         temperature: TemperatureSchedule = TemperatureSchedule(),
         size_budget_mb: float | None = None,
+        flops_budget: float | None = None,
         penalty_weight: float = 1.0,
         seed: int = 0,
         export_path: str | Path | None = None,
@@ -202,10 +203,12 @@ class GumbelDNASLightningModule(DartsLightningModule):
         self.arc_weight_decay = arc_weight_decay
         self.temperature_schedule = temperature
         self.size_budget_mb = size_budget_mb
+        self.flops_budget = flops_budget
         self.penalty_weight = penalty_weight
         self.seed = seed
         self.export_path = Path(export_path) if export_path is not None else None
         self.report_metric = report_metric
+        self._flops: tuple[float, list[dict[str, list[float]]]] | None = None  # (base, per-module costs)
         self.register_buffer("temperature", torch.tensor(float(temperature.init)))
         self._last_reported: float | None = None
 
@@ -231,6 +234,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
         tau = float(self.temperature)
         draws = {label: hard_gumbel_draw(alpha, tau, generator) for label, alpha in self.label_alphas().items()}
         self._set_draws(draws)
+        self._last_draws = draws
         return draws
 
     def argmax_draws(self) -> dict[str, Draw]:
@@ -272,6 +276,53 @@ class GumbelDNASLightningModule(DartsLightningModule):
                 argmax_size += costs[int(torch.argmax(alphas[label].detach()).item())]
         return expected + base, argmax_size
 
+    def _measure_flops(self, run_forward: Callable[[], Any]) -> None:
+        """Per-candidate FLOPs (per sample) from the inputs of one forward, measured once per fit.
+
+        ``base`` is the FLOPs outside the choices: the whole drawn path minus its drawn candidates.
+        """
+        from .supermodules import count_flops
+
+        modules = self.gumbel_modules()
+        captured: list[tuple] = []
+        hook = self.model.register_forward_pre_hook(lambda m, args: captured.append(args) if not captured else None)
+        for module in modules:
+            module.capture_input = True
+        try:
+            output = run_forward()
+        finally:
+            hook.remove()
+            for module in modules:
+                module.capture_input = False
+        was_training = self.model.training
+        self.model.eval()  # batch-1 counting: no BatchNorm statistics updates
+        try:
+            costs = [module.candidate_flops() for module in modules]
+            first = tuple(a[:1] if isinstance(a, torch.Tensor) else a for a in captured[0])
+            total = count_flops(self.model, *first)
+        finally:
+            self.model.train(was_training)
+        drawn = 0.0
+        for module, module_costs in zip(modules, costs):
+            for label, values in module_costs.items():
+                drawn += values[self._last_draws[label].index]
+        self._flops = (total - drawn, costs)
+        return output
+
+    def expected_flops(self) -> tuple[torch.Tensor, float]:
+        """(expected FLOPs per sample under softmax(alpha), differentiable; FLOPs of the argmax subnet)."""
+        if self._flops is None:
+            raise RuntimeError("FLOPs are measured at the first architecture step")
+        base, costs = self._flops
+        alphas = self.label_alphas()
+        expected = torch.zeros((), device=next(iter(alphas.values())).device)
+        argmax_flops = base
+        for module_costs in costs:
+            for label, values in module_costs.items():
+                expected = expected + (F.softmax(alphas[label], -1) * torch.tensor(values, device=expected.device)).sum()
+                argmax_flops += values[int(torch.argmax(alphas[label].detach()).item())]
+        return expected + base, argmax_flops
+
     # ----------------------------------------------------------------- optimisation
     def configure_architecture_optimizers(self):
         params = self.arch_parameters()
@@ -289,7 +340,20 @@ class GumbelDNASLightningModule(DartsLightningModule):
             # Arch step: gradients for the logits only (weights need none here, which saves their
             # gradient computation); averaged over ranks by hand since it bypasses DDP's reducer.
             self.draw(phase=0)
-            arch_loss = self._loss(self.training_module.training_step(batch["arch"], 2 * batch_idx))
+
+            def arch_forward() -> Any:
+                return self.training_module.training_step(batch["arch"], 2 * batch_idx)
+
+            if self.flops_budget is not None and self._flops is None:
+                arch_output = self._measure_flops(arch_forward)
+            else:
+                arch_output = arch_forward()
+            arch_loss = self._loss(arch_output)
+            if self.flops_budget is not None:
+                expected_flops, _ = self.expected_flops()
+                penalty = self.penalty_weight * F.relu(expected_flops / self.flops_budget - 1.0)
+                self.log("arch/flops_penalty", penalty.detach())
+                arch_loss = arch_loss + penalty
             if self.size_budget_mb is not None:
                 expected, _ = self.expected_size_mb()
                 penalty = self.penalty_weight * F.relu(expected / self.size_budget_mb - 1.0)
@@ -337,6 +401,10 @@ class GumbelDNASLightningModule(DartsLightningModule):
         expected, argmax_size = self.expected_size_mb()
         metrics["arch/expected_size_mb"] = float(expected.detach())
         metrics["arch/argmax_size_mb"] = argmax_size
+        if self._flops is not None:
+            expected_flops, argmax_flops = self.expected_flops()
+            metrics["arch/expected_gflops"] = float(expected_flops.detach()) / 1e9
+            metrics["arch/argmax_gflops"] = argmax_flops / 1e9
         self.log_dict(metrics)
         return super().on_train_epoch_end()
 
@@ -415,9 +483,12 @@ class GumbelDNAS(DARTS):
         a seeded split), explicit dataset indices (e.g. whole held-out patients), or ``"val"`` for the
         evaluator's validation loader as NNI's DARTS does. Unless ``"val"``, the evaluator's
         validation loader evaluates the argmax architecture every epoch.
-    size_budget_mb, penalty_weight
-        Optional model-size budget: adds ``penalty_weight * relu(E[size] / budget - 1)`` to the arch
-        loss, ``E[size]`` being the expected parameter size under ``softmax(alpha)``.
+    size_budget_mb, flops_budget, penalty_weight
+        Optional model-size budget (MB of parameters) and/or FLOPs budget (per sample, at the
+        training input size): each adds ``penalty_weight * relu(E[cost] / budget - 1)`` to the arch
+        loss, ``E[cost]`` being the expected cost under ``softmax(alpha)`` from per-candidate costs
+        (parameters counted directly; FLOPs counted once on the first architecture batch). An
+        ``InputChoice`` costs nothing by itself.
     seed
         Seeds the Gumbel noise (per step; identical on all DDP ranks) and the ``arch_split`` split.
     export_path
@@ -444,6 +515,7 @@ class GumbelDNAS(DARTS):
         temperature: TemperatureSchedule | float | tuple[float, float] | dict = TemperatureSchedule(),
         arch_split: ArchSplit = 0.5,
         size_budget_mb: float | None = None,
+        flops_budget: float | None = None,
         penalty_weight: float = 1.0,
         seed: int = 0,
         export_path: str | Path | None = None,
@@ -463,6 +535,9 @@ class GumbelDNAS(DARTS):
             raise ValueError(f"arch_split must be a fraction, a list of indices or 'val', got {arch_split!r}")
         if size_budget_mb is not None and size_budget_mb <= 0:
             raise ValueError(f"size_budget_mb must be positive, got {size_budget_mb}")
+        if flops_budget is not None and flops_budget <= 0:
+            raise ValueError(f"flops_budget must be positive, got {flops_budget}")
+        self.flops_budget = flops_budget
         self.arch_split = arch_split
         self.size_budget_mb = size_budget_mb
         self.penalty_weight = penalty_weight
@@ -516,6 +591,7 @@ class GumbelDNAS(DARTS):
             warmup_epochs=self.warmup_epochs,
             temperature=self.temperature,
             size_budget_mb=self.size_budget_mb,
+            flops_budget=self.flops_budget,
             penalty_weight=self.penalty_weight,
             seed=self.seed,
             export_path=self.export_path,

@@ -79,6 +79,16 @@ def parameter_bytes(module: nn.Module, exclude: set[int] | None = None) -> int:
     return total
 
 
+def count_flops(fn: Any, *args: Any, **kwargs: Any) -> float:
+    """FLOPs of ``fn(*args, **kwargs)`` (``torch.utils.flop_counter``, 2 per multiply-add), no gradient."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        fn(*args, **kwargs)
+    return float(counter.get_total_flops())
+
+
 def _scale(output: Any, weight: torch.Tensor | None) -> Any:
     """Multiply every tensor in ``output`` (tensor / tuple / list / dict) by the 0-d ``weight``."""
     if weight is None:
@@ -122,6 +132,21 @@ class GumbelSuperNetModule(BaseSuperNetModule):
         Parameters of nested choices are excluded here; the nested modules count them themselves.
         """
         raise NotImplementedError
+
+    def candidate_flops(self) -> dict[str, list[float]]:
+        """``{label: [FLOPs per sample of each value]}``, from the input seen by the last forward
+        with :attr:`capture_input` on (nested choices count at their current draw)."""
+        raise NotImplementedError
+
+    #: When true, forward keeps the first sample of its input for :meth:`candidate_flops`.
+    capture_input: bool = False
+    _captured: tuple | None = None
+
+    def _capture(self, *args: Any, **kwargs: Any) -> None:
+        if self.capture_input:
+            first = lambda v: v[:1].detach() if isinstance(v, torch.Tensor) else (  # noqa: E731
+                type(v)(first(x) for x in v) if isinstance(v, (list, tuple)) else v)
+            self._captured = (first(args), {k: first(v) for k, v in kwargs.items()})
 
     def arch_parameters(self) -> Iterator[nn.Parameter]:
         yield from self.label_alphas().values()
@@ -191,9 +216,16 @@ class GumbelLayerChoice(LayerChoice, GumbelSuperNetModule):
         nested = _nested_supernet_params(self)
         return {self.label: [parameter_bytes(self[n], nested) / BYTES_PER_MB for n in self.names]}
 
+    def candidate_flops(self) -> dict[str, list[float]]:
+        if self._captured is None:
+            raise RuntimeError(f"LayerChoice {self.label!r}: no input captured for FLOPs counting")
+        args, kwargs = self._captured
+        return {self.label: [count_flops(self[n], *args, **kwargs) for n in self.names]}
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self._draw is None:
             raise RuntimeError(f"LayerChoice {self.label!r}: no path drawn before forward")
+        self._capture(*args, **kwargs)
         output = self[self.names[self._draw.index]](*args, **kwargs)
         return _scale(output, self._draw.weight)
 
@@ -230,6 +262,9 @@ class GumbelInputChoice(InputChoice, GumbelSuperNetModule):
         self._draw = draws[self.label]
 
     def candidate_costs(self) -> dict[str, list[float]]:
+        return {self.label: [0.0] * self.n_candidates}
+
+    def candidate_flops(self) -> dict[str, list[float]]:
         return {self.label: [0.0] * self.n_candidates}
 
     def forward(self, candidate_inputs: Sequence[Any]) -> Any:
@@ -291,9 +326,29 @@ class GumbelRepeat(Repeat, GumbelSuperNetModule):
                 costs[label] = [sum(block_mb)] * len(mutable.values)
         return costs
 
+    def candidate_flops(self) -> dict[str, list[float]]:
+        """FLOPs per depth value: the first ``depth`` blocks run on the captured input."""
+        if self._captured is None:
+            raise RuntimeError(f"Repeat {self.label!r}: no input captured for FLOPs counting")
+        x = self._captured[0][0]
+        cumulative, total = [0.0], 0.0
+        for block in self.blocks:
+            total += count_flops(block, x)
+            with torch.no_grad():
+                x = block(x)
+            cumulative.append(total)
+        flops = {}
+        for label, mutable in self._leaves.items():
+            if len(self._leaves) == 1 and isinstance(self.depth_choice, Categorical):
+                flops[label] = [cumulative[int(v)] for v in mutable.values]
+            else:
+                flops[label] = [cumulative[-1]] * len(mutable.values)
+        return flops
+
     def forward(self, x: Any) -> Any:
         if self._depth is None:
             raise RuntimeError(f"Repeat {self.label!r}: no depth drawn before forward")
+        self._capture(x)
         for block in self.blocks[: self._depth]:
             x = block(x)
         return _scale(x, self._weight)

@@ -55,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--arch-fraction", type=float, default=0.5,
                    help="share of training patients held out for architecture steps (gumbel-dnas)")
     p.add_argument("--size-budget-mb", type=float, help="model-size budget in MB (gumbel-dnas)")
+    p.add_argument("--flops-budget-g", type=float, help="GFLOPs-per-volume budget at the search input (gumbel-dnas)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
@@ -72,10 +73,11 @@ def _strategy_kwargs(args: argparse.Namespace, arch_indices: list[int]) -> dict:
             arc_learning_rate=args.arc_lr, warmup_epochs=args.warmup_epochs,
             temperature=TemperatureSchedule(args.tau[0], args.tau[1], args.tau_schedule),
             arch_split=arch_indices, size_budget_mb=args.size_budget_mb, seed=args.seed,
+            flops_budget=args.flops_budget_g * 1e9 if args.flops_budget_g is not None else None,
             checkpoint_dir=args.out / "checkpoints", resume_from="last" if args.resume else None,
         )
-    if args.resume or args.size_budget_mb is not None:
-        raise UserError("--resume and --size-budget-mb apply to --strategy gumbel-dnas only")
+    if args.resume or args.size_budget_mb is not None or args.flops_budget_g is not None:
+        raise UserError("--resume, --size-budget-mb and --flops-budget-g apply to --strategy gumbel-dnas only")
     if args.strategy in ("darts", "proxyless"):
         return dict(arc_learning_rate=args.arc_lr, warmup_epochs=args.warmup_epochs, gradient_clip_val=5.0)
     if args.strategy == "gumbel-darts":

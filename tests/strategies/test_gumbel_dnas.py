@@ -172,6 +172,20 @@ def test_size_budget_steers_to_small_candidates():
     assert argmax_size == pytest.approx(params_mb, rel=1e-6)
 
 
+def test_flops_budget_steers_to_cheap_candidates():
+    from nni_covid3d.strategies.supermodules import count_flops
+
+    torch.manual_seed(0)
+    evaluator = make_evaluator(image_dataset(64), image_dataset(16, seed=1), epochs=3)
+    strategy = run_search(MixedSpace(), evaluator,
+                          GumbelDNAS(seed=0, arc_learning_rate=0.05, flops_budget=1e3, penalty_weight=100.0))
+    exported = strategy.export()
+    assert exported["op"] == "pool" and exported["depth"] == 1, exported
+    model = next(strategy.list_models()).executable_model().eval()
+    _, argmax_flops = strategy.oneshot_module.expected_flops()
+    assert argmax_flops == pytest.approx(count_flops(model, torch.randn(1, 1, 8, 8)), rel=1e-6)
+
+
 def test_temperature_schedules():
     exp = TemperatureSchedule(5.0, 0.5, "exponential")
     lin = TemperatureSchedule(5.0, 0.5, "linear")
