@@ -7,7 +7,6 @@ and where the data came from) is stored as plain Python types, so a checkpoint i
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -38,7 +37,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+    except Exception as error:  # torch.load raises many types on foreign files (UnpicklingError, struct.error, ...)
         raise CheckpointError(f"{path} is not a checkpoint readable with torch.load(weights_only=True): {error}") from error
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint or "state_dict" not in checkpoint:
         raise CheckpointError(
@@ -77,8 +76,9 @@ def load_classifier(path: str | Path) -> CovidClassifier:
     """A :class:`CovidClassifier` holding the checkpoint's trained model and metadata (eval mode)."""
     model, meta = load_model(path)
     hparams = read_checkpoint(path).get("hyper_parameters", {})
+    # The model is set afterwards: nni.trace would try to freeze a fixed CovidNet3D (a ModelSpace) argument.
     classifier = CovidClassifier(
-        model,
+        None,
         class_names=meta["class_names"],
         in_channels=meta["in_channels"],
         arch=meta["arch"],
@@ -88,5 +88,7 @@ def load_classifier(path: str | Path) -> CovidClassifier:
         weight_decay=hparams.get("weight_decay", 5e-4),
         class_weights=hparams.get("class_weights"),
     )
+    classifier.set_model(model)
+    classifier.model_name = meta["model_name"]
     classifier.data_source = meta.get("data")
     return classifier.eval()

@@ -48,7 +48,9 @@ class CovidClassifier(LightningModule):
     ----------
     model
         An ``nn.Module``, a model name for :func:`nni_covid3d.models.get_model`, or ``None`` (NNI's
-        evaluator then calls ``set_model`` with each sampled architecture).
+        evaluator then calls ``set_model`` with each sampled architecture). Pass a fixed CovidNet3D
+        model by name + ``arch`` or through ``set_model``: ``nni.trace`` tries to freeze a
+        ``ModelSpace`` given as an argument.
     class_names
         Class names in label order; their number is the number of classes.
     in_channels, arch
@@ -110,7 +112,7 @@ class CovidClassifier(LightningModule):
             from nni_covid3d.models import get_model
 
             model_name = model_name or model
-            model = get_model(model, num_classes=self.num_classes, in_channels=in_channels, arch=arch)
+            model = get_model(model, num_classes=self.num_classes, in_channels=in_channels, arch=self.arch)
         self.model_name = model_name
         if model is not None:
             self.set_model(model)

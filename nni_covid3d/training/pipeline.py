@@ -113,7 +113,7 @@ def inverse_frequency_weights(labels: Sequence[int], num_classes: int) -> list[f
     return [total / (num_classes * counts[c]) if counts[c] else 0.0 for c in range(num_classes)]
 
 
-def _loader(dataset: Dataset, config: TrainConfig, *, shuffle: bool, sampler=None) -> DataLoader:
+def _loader(dataset: Dataset, config: TrainConfig, *, shuffle: bool, sampler=None, train: bool = False) -> DataLoader:
     generator = torch.Generator().manual_seed(config.seed)
     return DataLoader(
         dataset,
@@ -123,6 +123,8 @@ def _loader(dataset: Dataset, config: TrainConfig, *, shuffle: bool, sampler=Non
         num_workers=config.num_workers,
         generator=generator,
         persistent_workers=config.num_workers > 0,
+        # A last training batch of one volume breaks BatchNorm; drop the remainder when there is one.
+        drop_last=train and len(dataset) > config.batch_size,
     )
 
 
@@ -216,7 +218,7 @@ def fit_classifier(
     )
     trainer.fit(
         classifier,
-        _loader(train_dataset, config, shuffle=True, sampler=sampler),
+        _loader(train_dataset, config, shuffle=True, sampler=sampler, train=True),
         _loader(val_dataset, config, shuffle=False),
         ckpt_path=str(last) if resume else None,
     )
@@ -263,8 +265,9 @@ def train_model(
         class_weights = inverse_frequency_weights(dataset_labels(train_dataset), len(class_names))
     if isinstance(model, nn.Module) and model_name is None:
         raise ValueError("give model_name for a model passed as a module (it is stored in the checkpoint)")
+    module = model if isinstance(model, nn.Module) else None
     classifier = CovidClassifier(
-        model,
+        None if module is not None else model,  # a module is set below (nni.trace must not see a ModelSpace)
         class_names=class_names,
         in_channels=in_channels,
         arch=arch,
@@ -276,6 +279,8 @@ def train_model(
         preprocessing=preprocessing,
         model_name=model_name,
     )
+    if module is not None:
+        classifier.set_model(module)
     classifier.data_source = dict(data_source) if data_source is not None else None
     return fit_classifier(classifier, train_dataset, val_dataset, out_dir, config, resume=resume, callbacks=callbacks)
 
