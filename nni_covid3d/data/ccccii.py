@@ -1,4 +1,9 @@
-"""CC-CCII (raw and Clean-CC-CCII): ``root/{CP,NCP,Normal}/<patient_id>/<scan_id>/<slice>.png|jpg``."""
+"""CC-CCII (raw and Clean-CC-CCII): ``root/{CP,NCP,Normal}/<patient_id>/<scan_id>/<slice>.png|jpg``.
+
+Files in the root (``unzip_filenames.csv``, ``lesions_slices.csv``, notes) are not scans; the two
+known CSV files are read when present: labels are cross-checked against ``unzip_filenames.csv`` and
+``lesions_slices.csv`` lands in ``DatasetIndex.metadata["lesion_slices"]``.
+"""
 from __future__ import annotations
 
 import csv
@@ -12,7 +17,6 @@ __all__ = ["CLASS_NAMES", "read_ccccii", "mask_path_for"]
 
 #: The paper's label order: CP=0, NCP=1, Normal=2.
 CLASS_NAMES = ["CP", "NCP", "Normal"]
-OPTIONAL_FILES = ("unzip_filenames.csv", "lesions_slices.csv")
 
 
 def mask_path_for(root: Path, class_name: str, patient_id: str, scan_id: str) -> Path:
@@ -69,8 +73,6 @@ def read_ccccii(root: Path, *, task: str | None, collector: ScanCollector) -> Da
     for entry in visible_children(root):
         if entry.is_dir() and entry.name not in CLASS_NAMES and entry.name != MASK_FOLDER:
             collector.reject(entry, f"unknown class folder {entry.name!r} (expected {', '.join(CLASS_NAMES)})")
-        elif entry.is_file() and entry.name not in OPTIONAL_FILES:
-            raise DataError(entry, f"unexpected file in the dataset root (expected class folders {CLASS_NAMES})")
     for label, class_name in enumerate(CLASS_NAMES):
         class_dir = root / class_name
         if not class_dir.is_dir():
@@ -108,4 +110,10 @@ def read_ccccii(root: Path, *, task: str | None, collector: ScanCollector) -> Da
                     )
 
                 collector.add(scan_dir, build)
-    return DatasetIndex("ccccii", root, collector.scans, list(CLASS_NAMES), collector.skipped)
+    index = DatasetIndex("ccccii", root, collector.scans, list(CLASS_NAMES), collector.skipped)
+    lesion_slices = read_lesion_slices(root)  # keyed <class>/<pid>/<sid>; re-keyed to Scan.key
+    if lesion_slices:
+        index.metadata["lesion_slices"] = {
+            s.key: lesion_slices[f"{s.label_name}/{s.key}"] for s in index.scans if f"{s.label_name}/{s.key}" in lesion_slices
+        }
+    return index

@@ -37,6 +37,8 @@ TIFF_HU_OFFSET = 1024
 #: The orientation MONAI's ``Orientation`` gives volumes: array axes (D, H, W) run towards
 #: Superior, Posterior and patient-Left, i.e. axial slices with radiological in-plane display.
 AXIAL_AXCODES = "SPL"
+#: PIL modes of 8-bit PNG/JPG slices (colour ones are converted to gray).
+_EIGHT_BIT_MODES = ("L", "LA", "P", "RGB", "RGBA")
 
 
 def is_nifti(path: Path) -> bool:
@@ -120,7 +122,9 @@ def read_slice(path: Path) -> np.ndarray:
         from PIL import Image
 
         with Image.open(path) as image:
-            if image.mode not in ("L", "I;16", "I", "F"):
+            if image.mode not in _EIGHT_BIT_MODES:
+                raise DataError(path, f"expected an 8-bit grayscale or colour slice, got PIL mode {image.mode!r}")
+            if image.mode != "L":
                 image = image.convert("L")
             return np.asarray(image, dtype=np.float32)
     except DataError:

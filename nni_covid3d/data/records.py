@@ -91,6 +91,8 @@ class DatasetIndex:
     class_names: list[str]
     skipped: list[SkippedScan] = field(default_factory=list)
     task: str | None = None
+    #: Extra facts from optional release files, e.g. CC-CCII ``lesion_slices``: scan key -> slice names.
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.scans)

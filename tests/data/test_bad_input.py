@@ -156,3 +156,16 @@ def test_covidctset_bad_tiff_and_unlisted_patient(covidctset_root, tmp_path):
     shutil.copy(sorted(next(root.glob("*/patient*/SR_*")).iterdir())[0], root / "normal1" / "patient999" / "SR_2" / "IM00001.tif")
     with pytest.raises(DataError, match="patient999: patient not listed in Patient_details.csv"):
         load_dataset("covidctset", root)
+
+
+def test_sixteen_bit_png_is_rejected(cc):
+    scan_dir = next(d for d in _scan_dirs(cc, "CP") if _first_slice(d).suffix == ".png")
+    bad = _first_slice(scan_dir)
+    Image.fromarray(np.full((48, 48), 3000, dtype=np.uint16)).save(bad)
+    with pytest.raises(DataError, match=f"{bad.name}: expected an 8-bit grayscale or colour slice"):
+        load_dataset("ccccii", cc, check="full")
+
+
+def test_notes_in_the_root_are_not_scans(cc):
+    (cc / "README.txt").write_text("release notes")
+    assert len(load_dataset("ccccii", cc).scans) > 0

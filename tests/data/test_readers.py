@@ -27,6 +27,12 @@ def test_ccccii_index_matches_files_written(ccccii_root):
     assert sum(c["patients"] for c in counts.values()) == 9
     assert all(c["patients"] == 3 for c in counts.values())
     assert "patients" in index.summary() and "NCP" in index.summary()
+    lesion_slices = index.metadata["lesion_slices"]
+    assert lesion_slices
+    for scan in index.scans:
+        names = {p.name for p in scan.paths}
+        assert (scan.key in lesion_slices) == (scan.label_name != "Normal")
+        assert set(lesion_slices.get(scan.key, [])) <= names
 
 
 def test_ccccii_slices_in_natural_order_and_jpgs_read(ccccii_root):
