@@ -184,13 +184,17 @@ def run_comparison(
     split_seed: int = 0,
     include_reported: bool = True,
     latency_threads: int | None = 1,
+    split_files: Mapping[str, str | Path] | None = None,
+    cost_only: Sequence[str] = (),
 ) -> ComparisonResult:
     """Train and test every model on every dataset (``roots``: dataset name -> root folder).
 
     ``archs`` maps a dataset name (or ``"*"`` for all) to the architecture of ``covidnet3d``.
     Runs live in ``out_dir/<dataset>/<model>/``; a run whose test metrics exist is reused, so an
     interrupted comparison continues where it stopped. All models of a dataset share
-    ``out_dir/<dataset>/split.json``.
+    ``out_dir/<dataset>/split.json``, or ``split_files[dataset]`` when given (e.g. the search's split,
+    so the searched model is tested on patients the search never saw). Models in ``cost_only`` get a
+    row with their size, FLOPs and latency but no training (e.g. ResNet3D101 on a CPU-only demo).
     """
     from nni_covid3d.data import Preprocessing
     from nni_covid3d.models import DISPLAY_NAMES, get_model, resolve_architecture
@@ -201,14 +205,18 @@ def run_comparison(
     preprocessing = preprocessing or Preprocessing(depth=32)
     config = config or TrainConfig()
     archs = dict(archs or {})
+    split_files = dict(split_files or {})
     for model in models:  # fail before any training
         check_input_depth(model, preprocessing.depth)
+    if set(models) & set(cost_only):
+        raise ValueError(f"models both trained and cost-only: {sorted(set(models) & set(cost_only))}")
     rows: list[dict[str, Any]] = []
     runs: dict[str, dict[str, Path]] = {}
     for dataset, root in roots.items():
         dataset_dir = out_dir / dataset
         spec = DataSpec(dataset, Path(root), task=task if dataset == "mosmed" else None, split_seed=split_seed,
-                        cache_dir=Path(cache_dir) if cache_dir is not None else None)
+                        cache_dir=Path(cache_dir) if cache_dir is not None else None,
+                        split_file=split_files.get(dataset))
         index, _, split_path = prepare_split(spec, dataset_dir)
         spec.split_file = split_path
         for model in models:
@@ -230,6 +238,11 @@ def run_comparison(
             cost = measure_cost(net, preprocessing.shape, threads=latency_threads)
             rows.append(result_row(dataset, DISPLAY_NAMES.get(model, model), metrics, cost))
             runs.setdefault(dataset, {})[model] = run_dir
+        for model in cost_only:
+            net = get_model(model, num_classes=len(index.class_names), in_channels=1)
+            cost = measure_cost(net, preprocessing.shape, threads=latency_threads)
+            rows.append({"dataset": DATASET_TITLES.get(dataset, dataset), "model": DISPLAY_NAMES.get(model, model),
+                         "source": "ours (cost only, not trained)", **cost})
         if include_reported:
             rows.extend(reported_rows([dataset]))
     md, path_csv = write_table(rows, out_dir)

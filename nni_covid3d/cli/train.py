@@ -46,6 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--root", action="append", required=True, metavar="[DATASET=]DIR",
                          help="dataset root; repeat as DATASET=DIR for several datasets")
     compare.add_argument("--models", nargs="+", default=list(_MODELS), choices=_MODELS)
+    compare.add_argument("--cost-only", nargs="+", default=[], choices=_MODELS[1:],
+                         help="baselines listed with size, FLOPs and latency only (not trained)")
+    compare.add_argument("--split-file", action="append", default=[], metavar="[DATASET=]FILE",
+                         help="reuse a patient split (e.g. the search's split.json)")
     compare.add_argument("--arch", action="append", default=[], metavar="[DATASET=]FILE",
                          help="architecture of covidnet3d (one for all datasets, or DATASET=FILE)")
     compare.add_argument("--task", help="MosMedData task: binary (default) or severity")
@@ -193,10 +197,16 @@ def run_compare(args: argparse.Namespace) -> int:
     for path in archs.values():
         if not Path(path).is_file():
             raise FileNotFoundError(f"architecture file {path} does not exist")
+    split_files = _keyed(args.split_file, args.datasets, "--split-file") if args.split_file else {}
+    if "*" in split_files:
+        if len(args.datasets) > 1:
+            raise UserError("several datasets: give --split-file DATASET=FILE for each")
+        split_files = {args.datasets[0]: split_files["*"]}
     result = run_comparison(
         {d: roots[d] for d in args.datasets}, args.models, args.out, archs=archs,
         preprocessing=_preprocessing(args), config=_config(args), task=args.task, cache_dir=args.cache_dir,
         split_seed=args.split_seed, include_reported=not args.no_reported, latency_threads=args.latency_threads,
+        split_files=split_files, cost_only=args.cost_only,
     )
     print(result.markdown.read_text())
     print(f"table: {result.markdown} and {result.csv}")
