@@ -268,3 +268,14 @@ def test_registry():
         assert type(strategies.get(name)) is cls
     with pytest.raises(ValueError, match="unknown search strategy 'enas'"):
         strategies.get("enas")
+
+
+def test_runs_through_nas_experiment_on_the_sequential_engine():
+    from nni.nas.experiment import NasExperiment
+
+    torch.manual_seed(0)
+    strategy = GumbelDNAS()
+    experiment = NasExperiment(MixedSpace(), make_evaluator(image_dataset(32), image_dataset(16, seed=1), epochs=1), strategy)
+    assert experiment.config.execution_engine.name == "sequential"
+    experiment.run()
+    assert experiment.export_top_models(formatter="dict") == [strategy.export()]
