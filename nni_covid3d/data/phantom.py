@@ -6,7 +6,7 @@ density gradient, heart, spine, sternum, ribs, branching vessels and noise. Lesi
 smooth random field restricted to the lungs, thresholded at the quantile that gives the requested
 involved-lung fraction, so size, count and shape vary from scan to scan:
 
-* ``"ggo"``: bilateral, peripheral ground-glass opacities (COVID-19 pneumonia, -600..-300 HU);
+* ``"ggo"``: bilateral, peripheral ground-glass opacities (COVID-19 pneumonia, -700..-300 HU);
 * ``"consolidation"``: unilateral, dependent (posterior/basal) dense consolidation (-100..50 HU);
 * ``"none"``: a normal chest.
 """
@@ -89,6 +89,7 @@ def make_phantom(
     lesion_hu: float | None = None,
     spacing: tuple[float, float, float] = (5.0, 0.7, 0.7),
     noise_hu: float | None = None,
+    distractors: bool = True,
 ) -> Phantom:
     """Build one phantom.
 
@@ -100,6 +101,8 @@ def make_phantom(
         lesion: one of :data:`LESION_KINDS`.
         involvement: target fraction of the affected lungs' volume covered by lesions (0..1).
         lesion_hu: lesion core density; drawn from the lesion kind's range when ``None``.
+        distractors: add findings that are not the disease, in any class: small solid nodules, and
+            thin dependent (posterior, basal) subpleural densities; they are not in the lesion mask.
     """
     if lesion not in LESION_KINDS:
         raise ValueError(f"lesion must be one of {LESION_KINDS}, got {lesion!r}")
@@ -166,6 +169,9 @@ def make_phantom(
     vessels &= lung_any
     vol = np.where(vessels, 30.0, vol)
 
+    if distractors:
+        vol = _add_distractors(rng, vol, lung_any, lung_rel, lungs, yy, t, size=size, spacing=spacing)
+
     # Lesions.
     mask = np.zeros((D, H, W), dtype=bool)
     if lesion != "none" and involvement > 0:
@@ -173,7 +179,7 @@ def make_phantom(
             target = lungs[0] | lungs[1]  # bilateral
             rho = np.minimum(np.where(lungs[0], lung_rel[0], 9), np.where(lungs[1], lung_rel[1], 9))
             bias = 0.9 * np.clip(rho, 0, 1) ** 2  # peripheral, subpleural
-            core = lesion_hu if lesion_hu is not None else rng.uniform(-600.0, -300.0)
+            core = lesion_hu if lesion_hu is not None else rng.uniform(-700.0, -300.0)
         else:
             side = int(rng.integers(2))
             target = lungs[side]  # unilateral
@@ -181,9 +187,13 @@ def make_phantom(
             core = lesion_hu if lesion_hu is not None else rng.uniform(-100.0, 50.0)
         grid = int(rng.integers(8, 18))  # blob size / count vary
         field = _smooth_field(rng, (D, H, W), grid=grid, sigma=1.2) + bias
-        values = field[target]
-        if values.size:
-            threshold = np.quantile(values, 1.0 - float(np.clip(involvement, 0.0, 1.0)))
+        # One threshold per affected lung, so bilateral disease involves both lungs alike.
+        parts = [lungs[0] & target, lungs[1] & target]
+        threshold = np.full((D, H, W), np.inf, dtype=np.float32)
+        for part in parts:
+            if part.any():
+                threshold[part] = np.quantile(field[part], 1.0 - float(np.clip(involvement, 0.0, 1.0)))
+        if np.isfinite(threshold).any():
             alpha = 1.0 / (1.0 + np.exp(-(field - threshold) / 0.08))
             alpha = np.where(target, alpha, 0.0)
             texture = rng.normal(0.0, 25.0, size=(D, H, W)).astype(np.float32)
@@ -202,6 +212,32 @@ def make_phantom(
     lung_total = int(lung_any.sum())
     involvement_all = float(mask.sum() / lung_total) if lung_total else 0.0
     return Phantom(vol, mask.astype(np.uint8), lung_any, spacing, involvement_all)
+
+
+def _add_distractors(rng, vol, lung_any, lung_rel, lungs, yy, t, *, size, spacing):
+    """Benign look-alikes: 0-3 solid nodules (3-7 mm) and, in half the scans, a thin dependent
+    subpleural density at the lung bases (posterior, -500..-250 HU)."""
+    D, H, W = vol.shape
+    candidates = np.argwhere(lung_any)
+    mm_per_unit = spacing[1] * size / 2.0  # normalised image units -> mm
+    for _ in range(int(rng.integers(0, 4))):
+        if not len(candidates):
+            break
+        z0, y0, x0 = candidates[rng.integers(len(candidates))]
+        radius_mm = rng.uniform(3.0, 7.0)
+        for k in range(D):
+            dz = abs(k - z0) * spacing[0]
+            if dz >= radius_mm:
+                continue
+            r = np.sqrt(radius_mm**2 - dz**2) / mm_per_unit
+            disc = ((yy[0] - (2 * y0 / (H - 1) - 1)) ** 2 + (np.linspace(-1, 1, W)[None] - (2 * x0 / (W - 1) - 1)) ** 2) < r**2
+            vol[k] = np.where(disc & lung_any[k], rng.uniform(0.0, 60.0), vol[k])
+    if rng.uniform() < 0.5:
+        depth = rng.uniform(0.85, 0.93)
+        for side in range(2):
+            band = lungs[side] & (lung_rel[side] > depth) & (yy > 0.15) & (t < 0.45)
+            vol = np.where(band, vol + 0.7 * (rng.uniform(-500.0, -250.0) - vol), vol)
+    return vol
 
 
 def _upsample(vol: np.ndarray, mask: np.ndarray, lungs: np.ndarray, size: int):

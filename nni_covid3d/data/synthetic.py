@@ -19,7 +19,7 @@ from nni_covid3d.data.readers import MASK_FOLDER
 __all__ = ["LAYOUTS", "write_synthetic_dataset", "PNG_WINDOW", "save_axial_nifti"]
 
 LAYOUTS = ("ccccii", "mosmed", "covidctset")
-#: The lung display window (level -600, width 1500) used to write 8-bit PNG slices from HU.
+#: The lung display window (level -600, width 1500) used to write 8-bit PNG slices from HU (jittered per scan).
 PNG_WINDOW = (-1350.0, 150.0)
 #: Default slice-count ranges per layout (real data: CC-CCII 9-457, MosMed 33-46, COVID-CTset 1-78 selected).
 DEFAULT_SLICES = {"ccccii": (24, 64), "mosmed": (33, 46), "covidctset": (16, 40)}
@@ -27,8 +27,13 @@ DEFAULT_SLICES = {"ccccii": (24, 64), "mosmed": (33, 46), "covidctset": (16, 40)
 SEVERITY_RANGES = [(0.0, 0.0), (0.03, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 0.9)]
 
 
-def _hu_to_gray8(volume: np.ndarray) -> np.ndarray:
+def _hu_to_gray8(volume: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """8-bit slices in the lung window; with ``rng``, level and width vary per scan (+-80 / +-200 HU),
+    as the windows of the release's hospitals do."""
     lo, hi = PNG_WINDOW
+    if rng is not None:
+        level, width = (lo + hi) / 2 + rng.uniform(-80, 80), (hi - lo) + rng.uniform(-200, 200)
+        lo, hi = level - width / 2, level + width / 2
     return np.clip(np.rint((volume.astype(np.float32) - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -125,11 +130,11 @@ def _write_ccccii(root: Path, rng, *, n_patients, size, slices) -> None:
         for scan_index in range(n_scans):
             scan_id = str(2000 + 10 * index + scan_index)
             lesion = {"CP": "consolidation", "NCP": "ggo", "Normal": "none"}[class_name]
-            involvement = 0.0 if lesion == "none" else float(rng.uniform(0.03, 0.2))
+            involvement = 0.0 if lesion == "none" else float(rng.uniform(0.01, 0.15))
             phantom = _scan_phantom(rng, anatomy, size=size, slices=slices, lesion=lesion, involvement=involvement, spacing_z=(1.0, 5.0))
             scan_dir = root / class_name / patient_id / scan_id
             scan_dir.mkdir(parents=True, exist_ok=True)
-            gray = _hu_to_gray8(phantom.volume)
+            gray = _hu_to_gray8(phantom.volume, rng)
             use_jpg = rng.uniform() < 0.15
             padded = rng.uniform() < 0.5  # "0007.png" (Clean-CC-CCII) or "7.png" (needs natural sort)
             for z in range(gray.shape[0]):
@@ -200,7 +205,7 @@ def _write_covidctset(root: Path, rng, *, n_patients, size, slices, variant) -> 
         series = [2] + ([3, 4][: int(rng.integers(0, 3))] if label else [3][: int(rng.integers(0, 2))])
         details.append({"patient_id": patient, "group": group, "class": class_name, "n_series": len(series)})
         for k in series:
-            involvement = float(rng.uniform(0.03, 0.2)) if label else 0.0
+            involvement = float(rng.uniform(0.01, 0.15)) if label else 0.0
             phantom = _scan_phantom(
                 rng, anatomy, size=size, slices=slices, lesion="ggo" if label else "none", involvement=involvement, spacing_z=(1.0, 5.0)
             )
