@@ -39,6 +39,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=Path("~/.cache/nni-covid3d"))
     parser.add_argument("--synthetic-patients", type=int, default=12)
     parser.add_argument("--preset", choices=("S", "L"), default="S")
+    parser.add_argument("--space-config", type=Path, default=None,
+                        help="JSON file of CovidNet3DSpace arguments (overrides --preset)")
     parser.add_argument("--size", type=int, nargs=3, default=(16, 64, 64), metavar=("D", "H", "W"))
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=2)
@@ -81,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     val_loader = DataLoader(val_set, batch_size=args.batch_size)
 
     # Space, evaluator, strategy.
-    space = CovidNet3DSpace(preset=args.preset, num_classes=len(index.class_names))
+    space_args = json.loads(args.space_config.read_text()) if args.space_config else {"preset": args.preset}
+    space = CovidNet3DSpace(**{**space_args, "num_classes": len(index.class_names)})
     space_config = space.config  # the strategy mutates the space in place
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
     trainer = Trainer(

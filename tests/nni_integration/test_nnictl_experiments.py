@@ -1,0 +1,166 @@
+"""The nnictl configs in examples/nnictl/ run through a REAL NNI manager on 127.0.0.1.
+
+Each test starts the config with ``nnictl create`` (tiny budget appended to the trial command),
+checks through the REST API that its trials SUCCEED with intermediate and final metrics, stops it
+with ``nnictl stop`` and checks that no process of the experiment is left.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+from tests.nni_integration.harness import NniExperiment, rewrite_config, start_experiment
+
+pytestmark = pytest.mark.slow
+
+CONFIGS = REPO_ROOT / "examples" / "nnictl"
+# Tiny budget: argparse keeps the last value, so these override the configs' own settings.
+TINY = "--epochs 1 --size 8 32 32 --synthetic-patients 9 --batch-size 2"
+TRIAL_TIMEOUT = 240.0
+
+
+def run_config(tmp_path: Path, name: str, n_trials: int, *, overrides: dict | None = None, extra: str = TINY):
+    """Start ``name`` with ``n_trials`` trials, wait for them, stop; return (experiment, trials, metrics)."""
+    work_dir = tmp_path / "nni-experiments"
+    config = tmp_path / name
+    rewrite_config(CONFIGS / name, config, work_dir, extra_trial_args=extra,
+                   overrides={"maxTrialNumber": n_trials, "trialConcurrency": 1, **(overrides or {})})
+    experiment = start_experiment(config, home=tmp_path / "home", work_dir=work_dir)
+    try:
+        trials = experiment.wait(n_trials, timeout=TRIAL_TIMEOUT * n_trials)
+        metrics = experiment.metrics()
+        status = experiment.status()
+    finally:
+        experiment.stop()
+    leftovers = experiment.leftover_processes()
+    assert not leftovers, f"processes left after nnictl stop: {leftovers}"
+    assert status["status"] == "DONE", status
+    return experiment, trials, metrics
+
+
+def assert_succeeded_with_metrics(experiment: NniExperiment, trials: list[dict], metrics: list[dict]) -> None:
+    for trial in trials:
+        if trial["status"] != "SUCCEEDED":
+            pytest.fail(f"trial {trial['trialJobId']} {trial['status']}; stderr:\n"
+                        f"{Path(trial['logPath'], 'trial.stderr').read_text()[-3000:]}")
+        mine = [m for m in metrics if m["trialJobId"] == trial["trialJobId"]]
+        intermediate = [json.loads(json.loads(m["data"])) for m in mine if m["type"] == "PERIODICAL"]
+        final = [json.loads(json.loads(m["data"])) for m in mine if m["type"] == "FINAL"]
+        assert len(intermediate) >= 1, f"no intermediate result for {trial['trialJobId']}"
+        assert len(final) == 1, f"expected one final result, got {final}"
+        assert 0.0 <= final[0]["default"] <= 1.0
+        assert final[0]["size_mb"] > 0
+        assert final[0]["default"] == intermediate[-1]["default"]
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    """Run ``nni-covid3d ARGS`` in this process with ``HOME=home`` (NNI's registry lives there)."""
+    from nni_covid3d.cli import main
+
+    def run(*args: str, home: Path) -> subprocess.CompletedProcess:
+        monkeypatch.setenv("HOME", str(home))
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return run
+
+
+def test_arch_search_config_runs_and_best_arch_is_fetched(tmp_path: Path, cli) -> None:
+    experiment, trials, metrics = run_config(tmp_path, "arch_search.yml", 2)
+    assert len(trials) == 2
+    assert_succeeded_with_metrics(experiment, trials, metrics)
+
+    out = tmp_path / "best.json"
+    done = cli("best-arch", "--experiment", experiment.id, "--out", str(out), home=experiment.home)
+    assert done.returncode == 0, done.stderr
+    from nni_covid3d.search_spaces import build_model, load_architecture
+
+    arch = load_architecture(out)
+    finals = {t["trialJobId"]: json.loads(json.loads(t["finalMetricData"][0]["data"]))["default"] for t in trials}
+    best_id = arch["metadata"]["trial"]
+    assert finals[best_id] == max(finals.values())
+    # The architecture is the one the best trial was given by the tuner.
+    best_params = json.loads(next(t for t in trials if t["trialJobId"] == best_id)["hyperParameters"][0])["parameters"]
+    assert arch["choices"]["s1_c1"] == best_params["s1_c1"]
+    assert arch["choices"]["s1_depth"] == [best_params["s1_depth"]]
+    build_model(arch)
+
+    done = cli("report", "--experiment", experiment.id, home=experiment.home)
+    assert done.returncode == 0, done.stderr
+    assert all(t["trialJobId"] in done.stdout for t in trials)
+
+
+def test_baseline_grid_config_runs_and_report_gives_the_table(tmp_path: Path, cli) -> None:
+    # Two cells of the grid at a tiny size (the full grid's names are checked in test_nnictl_configs).
+    grid = {"model": {"_type": "choice", "_value": ["mc3_18"]},
+            "dataset": {"_type": "choice", "_value": ["ccccii", "mosmed"]}}
+    experiment, trials, metrics = run_config(tmp_path, "baselines_grid.yml", 2, overrides={"searchSpace": grid})
+    assert_succeeded_with_metrics(experiment, trials, metrics)
+    for trial in trials:
+        final = json.loads(json.loads(trial["finalMetricData"][0]["data"]))
+        assert 0.0 <= final["test_accuracy"] <= 1.0 and "test_f1" in final
+
+    table = tmp_path / "table.csv"
+    done = cli("report", "--experiment", experiment.id, "--out", str(table), home=experiment.home)
+    assert done.returncode == 0, done.stderr
+    import csv
+
+    rows = list(csv.DictReader(table.open()))
+    assert sorted(r["dataset"] for r in rows) == ["ccccii", "mosmed"]
+    assert {r["model"] for r in rows} == {"MC3_18"}
+    assert all(float(r["size_mb"]) > 40 for r in rows)  # MC3_18 is ~43.8 MB
+    done = cli("report", "--experiment", experiment.id, home=experiment.home)
+    assert done.returncode == 0 and done.stdout.startswith("| dataset | model |"), done.stdout + done.stderr
+
+
+def test_dnas_hpo_config_runs_and_stores_architectures(tmp_path: Path, cli) -> None:
+    # A shallower, narrower CovidNet3D space keeps the supernet small on CPU.
+    space_config = tmp_path / "tiny_space.json"
+    space_config.write_text(json.dumps({"preset": "S", "n_cells": [2, 2, 2, 1, 1, 1], "head_channels": 256}))
+    experiment, trials, metrics = run_config(tmp_path, "dnas_hpo.yml", 2,
+                                             extra=f"{TINY} --space-config {space_config}")
+    assert_succeeded_with_metrics(experiment, trials, metrics)
+    for trial in trials:
+        params = json.loads(trial["hyperParameters"][0])["parameters"]
+        assert set(params) == {"tau_init", "tau_final", "arc_learning_rate"}
+        assert (Path(trial["logPath"]) / "architecture.json").is_file()
+
+    out = tmp_path / "best_dnas.json"
+    done = cli("best-arch", "--experiment", experiment.id, "--out", str(out), home=experiment.home)
+    assert done.returncode == 0, done.stderr
+    arch = json.loads(out.read_text())
+    stored = json.loads((Path(next(t["logPath"] for t in trials if t["trialJobId"] == arch["metadata"]["trial"]))
+                         / "architecture.json").read_text())
+    assert arch["choices"] == stored["choices"]
+
+
+def test_invalid_architecture_fails_the_trial_with_a_clear_message(tmp_path: Path) -> None:
+    space = json.loads((REPO_ROOT / "search_spaces" / "covidnet3d_S.json").read_text())
+    space["s2_c3"] = {"_type": "choice", "_value": ["mbconv_k9_e3"]}  # not a candidate of the space
+    space_file = tmp_path / "bad_space.json"
+    space_file.write_text(json.dumps(space))
+    work_dir = tmp_path / "nni-experiments"
+    config = tmp_path / "bad.yml"
+    rewrite_config(CONFIGS / "arch_search.yml", config, work_dir, extra_trial_args=TINY,
+                   overrides={"maxTrialNumber": 1, "searchSpaceFile": str(space_file)})
+    experiment = start_experiment(config, home=tmp_path / "home", work_dir=work_dir)
+    try:
+        (trial,) = experiment.wait(1, timeout=TRIAL_TIMEOUT)
+        stderr = experiment.trial_file(trial["trialJobId"], "stderr")
+        final_metrics = experiment.metrics(trial["trialJobId"])
+    finally:
+        experiment.stop()
+    assert not experiment.leftover_processes()
+    assert trial["status"] == "FAILED"
+    assert "invalid architecture" in stderr and "'s2_c3'" in stderr and "mbconv_k9_e3" in stderr, stderr
+    assert "Traceback" not in stderr  # a message, not a crash
+    assert (Path(trial["logPath"]) / "trial.stderr").read_text() == stderr
+    assert not [m for m in final_metrics if m["type"] == "FINAL"]
