@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 from nni_covid3d.data.io import check_nifti_header, check_slice_headers, is_nifti, read_scan
 from nni_covid3d.data.records import DataError, DatasetIndex, Scan, SkippedScan
@@ -115,7 +115,3 @@ def _reader(key: str) -> Callable[..., DatasetIndex]:
     from nni_covid3d.data.covidctset import read_covidctset
 
     return read_covidctset
-
-
-def sorted_unique(items: Iterable[str]) -> list[str]:
-    return sorted(set(items))

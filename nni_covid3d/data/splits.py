@@ -126,9 +126,10 @@ def load_split(
 
     Accepts this package's format (written by :func:`save_split`) and the paper's split files
     ``{class: {patient_id: {scan_id: [slices]}}}``. A paper file holds one subset, named by its file
-    name (``*test*``, ``*val*``, ``*train*``; ``test`` otherwise); the remaining patients are split
-    into train/val by patient (``val_fraction``, ``seed``). Unlisted scans of a listed patient join
-    that patient's split. Every listed scan must exist in ``scans``.
+    name (``*test*``, ``*val*``, ``*train*``; ``test`` otherwise). For a test file the other patients
+    are split into train/val; for a train file, validation patients (``val_fraction``, ``seed``) come
+    out of the listed ones and the other patients are the test set; for a val file the others train.
+    Unlisted scans of a listed patient join that patient's split. Every listed scan must exist in ``scans``.
     """
     path = Path(path)
     try:
@@ -165,10 +166,11 @@ def load_split(
         if subset == "test":
             inner = make_patient_split(rest, val_fraction=val_fraction, test_fraction=0.0, seed=seed)
             split = {"train": inner["train"], "val": inner["val"], "test": chosen}
-        elif subset == "val":
-            split = {"train": rest, "val": chosen, "test": []}
+        elif subset == "train":  # validation patients are carved out of the listed training patients
+            inner = make_patient_split(chosen, val_fraction=val_fraction, test_fraction=0.0, seed=seed)
+            split = {"train": inner["train"], "val": inner["val"], "test": rest}
         else:
-            split = {"train": chosen, "val": [], "test": rest}
+            split = {"train": rest, "val": chosen, "test": []}
     else:
         raise DataError(path, "unrecognised split format (expected this package's split JSON or {class: {patient: {scan: [slices]}}})")
     check_patient_disjoint(split)

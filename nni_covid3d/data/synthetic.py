@@ -13,10 +13,10 @@ from typing import Sequence
 import numpy as np
 
 from nni_covid3d.data.io import TIFF_HU_OFFSET
-from nni_covid3d.data.phantom import Phantom, make_phantom, random_anatomy
+from nni_covid3d.data.phantom import make_phantom, random_anatomy
 from nni_covid3d.data.readers import MASK_FOLDER
 
-__all__ = ["LAYOUTS", "write_synthetic_dataset", "PNG_WINDOW", "save_axial_nifti"]
+__all__ = ["LAYOUTS", "write_synthetic_dataset", "PNG_WINDOW", "save_axial_nifti", "write_dicom_series"]
 
 LAYOUTS = ("ccccii", "mosmed", "covidctset")
 #: The lung display window (level -600, width 1500) used to write 8-bit PNG slices from HU (jittered per scan).
@@ -254,12 +254,6 @@ def _write_fold_csvs(root: Path, files: list[tuple[str, str, str]], rng) -> None
                 writer = csv.writer(handle)
                 writer.writerow(["filename", "class"])
                 writer.writerows(subset_rows)
-
-
-def phantom_summary(phantom: Phantom) -> dict[str, float]:
-    """Numbers for quick checks: slices, involvement, lung HU mean."""
-    lung = phantom.volume[phantom.lungs & (phantom.mask == 0)]
-    return {"slices": phantom.volume.shape[0], "involvement": phantom.involvement, "lung_hu": float(lung.mean()) if lung.size else float("nan")}
 
 
 def write_dicom_series(folder: Path | str, volume: np.ndarray, spacing: tuple[float, float, float], *, patient_id: str = "PHANTOM") -> Path:

@@ -91,3 +91,17 @@ def test_unrecognised_split_file(tmp_path):
     path.write_text(json.dumps([1, 2, 3]))
     with pytest.raises(DataError, match="s.json: unrecognised split format"):
         load_split(path, _scans())
+
+
+def test_paper_train_file_carves_validation_from_listed_patients(tmp_path):
+    scans = _scans()
+    train_patients = {str(p) for p in range(20)}
+    paper = {}
+    for s in scans:
+        if s.patient_id in train_patients:
+            paper.setdefault(s.label_name, {}).setdefault(s.patient_id, {})[s.scan_id] = []
+    path = tmp_path / "train_split.json"
+    path.write_text(json.dumps(paper))
+    split = load_split(path, scans, val_fraction=0.2)
+    assert _patients(split["train"]) | _patients(split["val"]) == train_patients
+    assert split["val"] and _patients(split["test"]) == {s.patient_id for s in scans} - train_patients
