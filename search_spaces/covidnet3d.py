@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from nni.nas.nn.pytorch import ChosenInputs, InputChoice, LayerChoice, ModelSpace
+from nni.nas.nn.pytorch import ChosenInputs, InputChoice, LayerChoice, ModelSpace, MutableModule
 
 from .ops import (
     DEFAULT_CANDIDATES,
@@ -254,10 +254,28 @@ class CovidNet3DSpace(ModelSpace):
         return []
 
     def freeze(self, sample: dict[str, Any]) -> nn.Module:
-        frozen = super().freeze(sample)
-        for stage in frozen.stages:
-            stage.prune()
-        return frozen
+        """The fixed model of ``sample``, holding copies of this space's weights for the chosen candidates.
+
+        Same modules as :func:`~nni_covid3d.search_spaces.build_model` gives (cells a depth choice
+        drops are left out). Re-building under ``model_context`` and copying the chosen weights is
+        much faster than NNI's generic freeze, which deep-copies the whole space at every level.
+        """
+        self.validate(sample)
+        choices = {name: m for name, m in self.named_modules() if isinstance(m, MutableModule) and name}
+        if any(type(m) not in (LayerChoice, InputChoice) for m in choices.values()):
+            # Already turned into a supernet by a one-shot strategy: NNI's generic path.
+            frozen = super().freeze(sample)
+            for stage in frozen.stages:
+                stage.prune()
+            return frozen
+        from nni.nas.space import model_context
+
+        with model_context(sample):
+            frozen = type(self)(**self.config)
+        chosen = {name: str(m.choice.freeze(sample)) for name, m in choices.items() if isinstance(m, LayerChoice)}
+        source = self.state_dict()
+        frozen.load_state_dict({key: source[_space_key(key, chosen)] for key in frozen.state_dict()})
+        return frozen.train(self.training)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, C, D, H, W]`` -> the head's feature map ``[N, head_channels, D/32, H/32, W/32]`` (before pooling)."""
@@ -282,6 +300,17 @@ class CovidNet3DSpace(ModelSpace):
             elif isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, 0, 0.01)
                 nn.init.zeros_(module.bias)
+
+
+def _space_key(fixed_key: str, chosen: dict[str, str]) -> str:
+    """A fixed model's state-dict key in the space: insert the chosen candidate after each LayerChoice."""
+    parts: list[str] = []
+    for part in fixed_key.split("."):
+        parts.append(part)
+        candidate = chosen.get(".".join(parts))
+        if candidate is not None:
+            parts.append(candidate)
+    return ".".join(parts)
 
 
 _DEFAULTS: dict[str, Any] = dict(
