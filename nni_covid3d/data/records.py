@@ -78,7 +78,8 @@ class SkippedScan:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
+        # Reasons usually start with the bad file inside the scan's folder, which names both.
+        return self.reason if self.reason.startswith(str(self.path)) else f"{self.path}: {self.reason}"
 
 
 @dataclass
