@@ -22,6 +22,7 @@ __all__ = [
     "save_slice_relevance",
     "save_montage",
     "display_window",
+    "overlay_rgb",
 ]
 
 AXIAL_AXCODES = "SPL"
@@ -146,6 +147,24 @@ def display_window(volume: np.ndarray, kind: str) -> np.ndarray:
     return np.clip((volume - low) / (high - low), 0.0, 1.0)
 
 
+def overlay_rgb(gray: np.ndarray, heat: np.ndarray, mask: np.ndarray | None = None, alpha: float = 0.45) -> np.ndarray:
+    """One slice as RGB in [0, 1]: gray CT blended with the heatmap ("jet"), lesion outline in green.
+
+    ``gray`` and ``heat`` are (H, W) in [0, 1]; the heatmap is weighted by its own value, so
+    irrelevant regions keep the plain CT.
+    """
+    from matplotlib import colormaps
+    from scipy.ndimage import binary_erosion
+
+    colours = colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
+    weight = alpha * np.clip(heat, 0, 1)[..., None] ** 0.5
+    rgb = (1 - weight) * np.repeat(gray[..., None], 3, axis=2) + weight * colours
+    if mask is not None and mask.any():
+        inside = mask > 0
+        rgb[inside & ~binary_erosion(inside)] = (0.0, 1.0, 0.0)
+    return rgb
+
+
 def save_montage(
     volume: np.ndarray,
     heatmap: np.ndarray,
@@ -156,7 +175,7 @@ def save_montage(
     n_slices: int = 12,
     columns: int = 6,
     title: str = "",
-    alpha: float = 0.45,
+    alpha: float = 0.6,
 ) -> list[int]:
     """PNG montage of ``n_slices`` evenly spaced axial slices, CT in gray with the heatmap in colour
     (and the lesion mask's outline in green when given). Returns the slice indices shown."""
@@ -165,25 +184,29 @@ def save_montage(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if volume.shape != heatmap.shape:
-        raise ValueError(f"volume {volume.shape} and heatmap {heatmap.shape} differ")
-    depth = volume.shape[0]
+    if volume.shape != heatmap.shape or (mask is not None and mask.shape != volume.shape):
+        raise ValueError(f"volume {volume.shape}, heatmap {heatmap.shape} and mask shapes differ")
+    depth, height, width = volume.shape
     indices = sorted({int(round(i)) for i in np.linspace(0, depth - 1, min(n_slices, depth))})
-    rows = int(np.ceil(len(indices) / columns))
     cols = min(columns, len(indices))
+    rows = int(np.ceil(len(indices) / cols))
     gray = display_window(volume, kind)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.3 * rows + (0.4 if title else 0)), dpi=100, squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, index in zip(axes.flat, indices):
-        ax.imshow(gray[index], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.imshow(heatmap[index], cmap="jet", vmin=0, vmax=1, alpha=alpha, interpolation="bilinear")
-        if mask is not None and mask[index].any():
-            ax.contour(mask[index], levels=[0.5], colors="lime", linewidths=0.8)
-        ax.set_title(f"slice {index}", fontsize=8)
+    pad = 2
+    mosaic = np.ones((rows * (height + pad), cols * (width + pad), 3))
+    for n, index in enumerate(indices):
+        r, c = divmod(n, cols)
+        tile = overlay_rgb(gray[index], heatmap[index], None if mask is None else mask[index], alpha)
+        mosaic[r * (height + pad): r * (height + pad) + height, c * (width + pad): c * (width + pad) + width] = tile
+    scale = max(1.0, 160.0 / max(height, width))  # at least ~160 px per tile
+    fig = plt.figure(figsize=(mosaic.shape[1] * scale / 100, mosaic.shape[0] * scale / 100 + (0.35 if title else 0)), dpi=100)
+    ax = fig.add_axes((0, 0, 1, mosaic.shape[0] * scale / 100 / fig.get_figheight()))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.axis("off")
+    for n, index in enumerate(indices):
+        r, c = divmod(n, cols)
+        ax.text(c * (width + pad) + 1, r * (height + pad) + 1, f"{index}", color="white", fontsize=7, va="top")
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+        fig.text(0.01, 0.99, title, fontsize=8, va="top")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
