@@ -110,7 +110,7 @@ def read_ccccii(root: Path, *, task: str | None, collector: ScanCollector) -> Da
                     )
 
                 collector.add(scan_dir, build)
-    index = DatasetIndex("ccccii", root, collector.scans, list(CLASS_NAMES), collector.skipped)
+    index = collector.index("ccccii", root, CLASS_NAMES)
     lesion_slices = read_lesion_slices(root)  # keyed <class>/<pid>/<sid>; re-keyed to Scan.key
     if lesion_slices:
         index.metadata["lesion_slices"] = {

@@ -121,7 +121,7 @@ def read_covidctset(root: Path, *, task: str | None, collector: ScanCollector) -
                     )
 
                 collector.add(series_dir, build)
-    return DatasetIndex("covidctset", root, collector.scans, list(CLASS_NAMES), collector.skipped)
+    return collector.index("covidctset", root, CLASS_NAMES)
 
 
 def _fold_csvs(root: Path) -> list[Path]:
@@ -175,7 +175,7 @@ def _read_folds(root: Path, collector: ScanCollector) -> DatasetIndex:
             )
 
         collector.add(location, build)
-    return DatasetIndex("covidctset", root, collector.scans, list(CLASS_NAMES), collector.skipped)
+    return collector.index("covidctset", root, CLASS_NAMES)
 
 
 def read_fold_split(index: DatasetIndex, fold: int) -> dict[str, list[Scan]]:

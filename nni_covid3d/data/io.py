@@ -24,6 +24,7 @@ __all__ = [
     "check_slice_header",
     "check_slice_headers",
     "check_nifti_header",
+    "nifti_geometry",
     "read_slice",
     "read_scan",
     "read_mask",
@@ -88,8 +89,9 @@ def check_slice_headers(paths: Sequence[Path]) -> tuple[int, int]:
     return first
 
 
-def check_nifti_header(path: Path) -> tuple[float, float, float]:
-    """Read a NIfTI header; require a 3D volume; return its axial spacing (z, y, x) in mm."""
+def nifti_geometry(path: Path) -> tuple[tuple[float, float, float], tuple[int, int, int]]:
+    """Read a NIfTI header; require a 3D volume; return its spacing (z, y, x) in mm and its shape
+    (D, H, W), both in the axial orientation :func:`read_scan` gives."""
     import nibabel as nib
 
     try:
@@ -101,11 +103,19 @@ def check_nifti_header(path: Path) -> tuple[float, float, float]:
         shape = shape[:3]
     if len(shape) != 3 or min(shape) < 2:
         raise DataError(path, f"expected a 3D CT volume, got NIfTI data of shape {tuple(image.shape)}")
-    # Spacing along the array axes after reorientation to axial (S, P, L) order.
     ornt = nib.orientations.io_orientation(image.affine)
     zooms = image.header.get_zooms()[:3]
-    by_world_axis = {int(ornt[i, 0]): float(zooms[i]) for i in range(3)}  # world axis 0=x, 1=y, 2=z
-    return by_world_axis[2], by_world_axis[1], by_world_axis[0]
+    by_world_spacing = {int(ornt[i, 0]): float(zooms[i]) for i in range(3)}  # world axis 0=x, 1=y, 2=z
+    by_world_size = {int(ornt[i, 0]): int(shape[i]) for i in range(3)}
+    return (
+        (by_world_spacing[2], by_world_spacing[1], by_world_spacing[0]),
+        (by_world_size[2], by_world_size[1], by_world_size[0]),
+    )
+
+
+def check_nifti_header(path: Path) -> tuple[float, float, float]:
+    """Read a NIfTI header; require a 3D volume; return its axial spacing (z, y, x) in mm."""
+    return nifti_geometry(path)[0]
 
 
 def read_slice(path: Path) -> np.ndarray:

@@ -90,4 +90,4 @@ def read_mosmed(root: Path, *, task: str | None, collector: ScanCollector) -> Da
             collector.add(path, build)
     if not found_any:
         raise DataError(studies, "no study files found in CT-0 ... CT-4")
-    return DatasetIndex("mosmed", root, collector.scans, class_names, collector.skipped, task=task)
+    return collector.index("mosmed", root, class_names, task=task)

@@ -1,10 +1,11 @@
 """``load_dataset``: index a dataset on disk by name, with checks of every scan."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
-from nni_covid3d.data.io import check_nifti_header, check_slice_headers, is_nifti, read_scan
+from nni_covid3d.data.io import check_slice_headers, is_nifti, nifti_geometry, read_scan
 from nni_covid3d.data.records import DataError, DatasetIndex, Scan, SkippedScan
 
 __all__ = ["DATASETS", "CHECK_LEVELS", "load_dataset", "check_scan", "ScanCollector"]
@@ -17,19 +18,22 @@ CHECK_LEVELS = ("none", "header", "full")
 MASK_FOLDER = "lesion_masks"
 
 
-def check_scan(scan: Scan, level: str) -> Scan:
-    """Check a scan's files at the given level; may fill in ``spacing`` from a NIfTI header."""
+def check_scan(scan: Scan, level: str) -> tuple[Scan, int | None]:
+    """Check a scan's files at the given level; return the scan (``spacing`` filled in from a NIfTI
+    header) and its slice count when known without decoding."""
+    n_slices = scan.num_slices
     if level == "none":
-        return scan
+        return scan, n_slices
     if len(scan.paths) == 1 and is_nifti(scan.paths[0]):
-        spacing = check_nifti_header(scan.paths[0])
+        spacing, shape = nifti_geometry(scan.paths[0])
+        n_slices = shape[0]
         if scan.spacing is None:
-            scan = Scan(**{**scan.__dict__, "spacing": spacing})
+            scan = dataclasses.replace(scan, spacing=spacing)
     elif not (len(scan.paths) == 1 and scan.paths[0].is_dir()):
         check_slice_headers(list(scan.paths))
     if level == "full":
-        read_scan(scan.paths)
-    return scan
+        n_slices = read_scan(scan.paths)[0].shape[0]
+    return scan, n_slices
 
 
 class ScanCollector:
@@ -42,13 +46,22 @@ class ScanCollector:
         self.skip_bad = skip_bad
         self.scans: list[Scan] = []
         self.skipped: list[SkippedScan] = []
+        self.slices: dict[str, int] = {}  # scan key -> slice count, where known
 
     def add(self, location: Path, build: Callable[[], Scan]) -> None:
         """Build a scan (which may raise DataError), check it and keep it, or skip it."""
         try:
-            self.scans.append(check_scan(build(), self.check))
+            scan, n_slices = check_scan(build(), self.check)
         except DataError as error:
             self.reject(location, error)
+            return
+        self.scans.append(scan)
+        if n_slices is not None:
+            self.slices[scan.key] = n_slices
+
+    def index(self, name: str, root: Path, class_names: list[str], task: str | None = None) -> DatasetIndex:
+        """The :class:`DatasetIndex` of the collected scans."""
+        return DatasetIndex(name, root, self.scans, list(class_names), self.skipped, task=task, metadata={"slices": self.slices})
 
     def reject(self, location: Path, problem: DataError | str) -> None:
         """Record a bad scan or folder: raise, or list it as skipped when ``skip_bad``."""

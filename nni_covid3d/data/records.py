@@ -92,21 +92,22 @@ class DatasetIndex:
     class_names: list[str]
     skipped: list[SkippedScan] = field(default_factory=list)
     task: str | None = None
-    #: Extra facts from optional release files, e.g. CC-CCII ``lesion_slices``: scan key -> slice names.
+    #: Extra facts: ``slices`` (scan key -> slice count, from files or headers) and, from optional
+    #: release files, e.g. CC-CCII ``lesion_slices`` (scan key -> slice names).
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.scans)
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Per class: ``{"patients": n, "scans": n, "slices": n}`` (slices only for slice stacks)."""
+        """Per class: ``{"patients": n, "scans": n, "slices": n}`` (slices: 0 where unknown, e.g. DICOM)."""
         patients: dict[str, set[str]] = defaultdict(set)
         scans: dict[str, int] = defaultdict(int)
         slices: dict[str, int] = defaultdict(int)
         for scan in self.scans:
             patients[scan.label_name].add(scan.patient_id)
             scans[scan.label_name] += 1
-            slices[scan.label_name] += scan.num_slices or 0
+            slices[scan.label_name] += self.metadata.get("slices", {}).get(scan.key, scan.num_slices or 0)
         return {
             name: {"patients": len(patients[name]), "scans": scans[name], "slices": slices[name]}
             for name in self.class_names

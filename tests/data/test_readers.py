@@ -78,9 +78,11 @@ def test_mosmed_binary_and_severity_labels(mosmed_root):
 def test_mosmed_volume_is_axial_and_severity_tracks_involvement(mosmed_root):
     index = load_dataset("mosmed", mosmed_root, task="severity")
     fractions = {}
+    total_slices = 0
     for scan in index.scans:
         volume, kind = read_scan(scan.paths)
         assert kind == "hu" and volume.shape[1:] == (48, 48) and 8 <= volume.shape[0] <= 14  # D = slices, not sagittal
+        total_slices += volume.shape[0]
         if scan.mask_path is None:
             assert scan.label == 0
             continue
@@ -89,6 +91,7 @@ def test_mosmed_volume_is_axial_and_severity_tracks_involvement(mosmed_root):
         volume, mask = volume[inner], mask[inner]
         lungs = (volume < -650) | (mask > 0)
         fractions.setdefault(scan.label, []).append(mask.sum() / lungs.sum())
+    assert sum(c["slices"] for c in index.counts().values()) == total_slices  # from the headers
     means = [np.mean(fractions[g]) for g in sorted(fractions)]
     assert means == sorted(means) and means[0] < 0.3 and means[-1] > 0.6
 
