@@ -308,19 +308,30 @@ def scan_item(scan: Scan) -> dict[str, Any]:
 class ScanDataset(torch.utils.data.Dataset):
     """Scans -> ``{"image": FloatTensor[1, D, H, W], "label": int, "scan": str}``.
 
-    ``base`` yields stage-1 output (possibly cached); ``post`` runs per access. Use
-    ``monai.data.DataLoader`` (it seeds each worker's random transforms differently).
+    ``base`` yields stage-1 output (possibly cached); ``post`` runs per access. Each DataLoader
+    worker seeds ``post`` from its own seed.
     """
 
     def __init__(self, scans: Sequence[Scan], base: torch.utils.data.Dataset, post: Compose):
         self.scans = list(scans)
         self.base = base
         self.post = post
+        self._worker_seed: int | None = None
 
     def __len__(self) -> int:
         return len(self.scans)
 
+    def _reseed_in_worker(self) -> None:
+        """In a DataLoader worker, seed the random transforms from the worker's seed once, so that
+        workers forked with the same state do not repeat each other's augmentations (also with a
+        plain ``torch.utils.data.DataLoader``)."""
+        info = torch.utils.data.get_worker_info()
+        if info is not None and info.seed != self._worker_seed:
+            self.post.set_random_state(seed=info.seed % (2**32))
+            self._worker_seed = info.seed
+
     def __getitem__(self, index: int) -> dict[str, Any]:
+        self._reseed_in_worker()
         item = _surface_data_errors(lambda: self.post(self.base[index]))
         return {"image": item["image"], "label": int(item["label"]), "scan": item["scan"]}
 

@@ -105,3 +105,11 @@ def test_augmentation_is_in_plane_and_never_mixes_slices():
     for k in range(5):  # each slice keeps values between its own two levels: nothing from its neighbours
         assert out[0, k].min() >= 100 * k - 1e-3 and out[0, k].max() <= 100 * k + 10 + 1e-3
         assert out[0, k].max() - out[0, k].min() > 9  # the edge is still there
+
+
+def test_loader_workers_draw_different_augmentations(scans):
+    torch.manual_seed(0)
+    data = make_dataset([scans[0]] * 4, Preprocessing(depth=4, height=16, width=16), train=True, cache_in_memory=True)
+    loader = torch.utils.data.DataLoader(data, batch_size=1, num_workers=2)  # item 0 -> worker 0, item 1 -> worker 1
+    images = [batch["image"] for batch in loader]
+    assert not torch.equal(images[0], images[1])
