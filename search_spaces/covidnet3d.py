@@ -271,7 +271,7 @@ class CovidNet3DSpace(ModelSpace):
         from nni.nas.space import model_context
 
         with model_context(sample):
-            frozen = type(self)(**self.config)
+            frozen = type(self)(*self.trace_args, **self.trace_kwargs)
         chosen = {name: str(m.choice.freeze(sample)) for name, m in choices.items() if isinstance(m, LayerChoice)}
         source = self.state_dict()
         frozen.load_state_dict({key: source[_space_key(key, chosen)] for key in frozen.state_dict()})
