@@ -202,44 +202,40 @@ def _space_config_from_command(command: str) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------------------------- tables
-TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("dataset", "dataset"),
-    ("model", "model"),
-    ("size_mb", "size (MB)"),
-    ("accuracy", "accuracy (%)"),
-    ("precision", "precision (%)"),
-    ("sensitivity", "sensitivity (%)"),
-    ("f1", "F1 (%)"),
-    ("balanced_accuracy", "balanced acc. (%)"),
-    ("val_accuracy", "val acc. (%)"),
-    ("trial", "trial"),
-)
-
-
-def baseline_rows(record: ExperimentRecord) -> list[dict[str, Any]]:
-    """One row per succeeded model x dataset trial: model size, test scores (%), validation accuracy (%)."""
+def baseline_rows(record: ExperimentRecord, *, include_reported: bool = True) -> list[dict[str, Any]]:
+    """Rows of ``nni-covid3d compare``'s table (``nni_covid3d.compare.COLUMNS``), one per succeeded
+    model x dataset trial, from its final result; the papers' figures follow each dataset's rows."""
+    from nni_covid3d.compare import DATASET_TITLES, reported_rows
     from nni_covid3d.models import DISPLAY_NAMES
 
-    rows = []
+    ours: dict[str, list[dict[str, Any]]] = {}
     for trial in record.trials:
         if trial.status != "SUCCEEDED" or trial.final is None:
             continue
         final = trial.final
+        dataset = str(trial.parameters.get("dataset", "?"))
         model = str(trial.parameters.get("model", "?"))
-        row: dict[str, Any] = {
-            "dataset": str(trial.parameters.get("dataset", "?")),
+        ours.setdefault(dataset, []).append({
+            "dataset": DATASET_TITLES.get(dataset, dataset),
             "model": DISPLAY_NAMES.get(model, model),
+            "source": f"ours (trial {trial.id})",
+            "params": final.get("params"),
             "size_mb": final.get("size_mb"),
-            "val_accuracy": _percent(final.get("default")),
-            "trial": trial.id,
-        }
-        for key in ("accuracy", "precision", "sensitivity", "f1", "balanced_accuracy"):
-            row[key] = _percent(final.get(f"test_{key}"))
-        rows.append(row)
-    if not rows:
+            "gflops": final.get("gflops"),
+            "latency_ms": final.get("latency_ms"),
+            **{key: _percent(final.get(f"test_{key}"))
+               for key in ("accuracy", "balanced_accuracy", "precision", "sensitivity", "f1")},
+            "auc": final.get("test_auc"),
+        })
+    if not ours:
         states = ", ".join(f"{t.id}: {t.status}" for t in record.trials) or "no trials"
         raise ValueError(f"experiment {record.id}: no succeeded trial to tabulate ({states})")
-    return sorted(rows, key=lambda r: (r["dataset"], r["model"]))
+    rows: list[dict[str, Any]] = []
+    for dataset in sorted(ours):
+        rows += sorted(ours[dataset], key=lambda row: row["model"])
+        if include_reported:
+            rows += reported_rows([dataset])
+    return rows
 
 
 TRIAL_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -272,9 +268,8 @@ def _percent(value: Any) -> float | None:
     return round(100.0 * float(value), 2) if isinstance(value, (int, float)) else None
 
 
-def format_table(
-    rows: Sequence[dict[str, Any]], fmt: str = "md", columns: Sequence[tuple[str, str]] = TABLE_COLUMNS
-) -> str:
+def format_table(rows: Sequence[dict[str, Any]], fmt: str = "md",
+                 columns: Sequence[tuple[str, str]] = TRIAL_COLUMNS) -> str:
     """Rows as a Markdown (``md``) or CSV (``csv``) table; ``columns`` are ``(key, title)`` pairs."""
     keys = [key for key, _ in columns]
     if fmt == "csv":
@@ -292,7 +287,7 @@ def format_table(
             return "–"
         return f"{value:.2f}" if isinstance(value, float) else str(value)
 
-    text_keys = ("dataset", "model", "trial", "status", "parameters")
+    text_keys = ("trial", "status", "parameters")
     lines = ["| " + " | ".join(title for _, title in columns) + " |",
              "|" + "|".join("---" if k in text_keys else "---:" for k in keys) + "|"]
     lines += ["| " + " | ".join(cell(row.get(k)) for k in keys) + " |" for row in rows]

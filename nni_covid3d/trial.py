@@ -300,7 +300,9 @@ def run_baseline(args: argparse.Namespace, params: dict[str, Any], output_dir: P
     """Train ``params["model"]`` on ``params["dataset"]``; evaluate it once on the test patients."""
     import nni
     import pytorch_lightning as pl
-    from nni_covid3d.models import MIN_DEPTH, MODEL_NAMES, model_size_mb
+    from nni_covid3d.models import MIN_DEPTH, MODEL_NAMES
+
+    from nni_covid3d.compare import measure_cost
 
     model_name = str(params.get("model", "")).lower()
     dataset = str(params.get("dataset", args.dataset)).lower()
@@ -319,12 +321,14 @@ def run_baseline(args: argparse.Namespace, params: dict[str, Any], output_dir: P
         model_name, class_names=data["class_names"], learning_rate=args.learning_rate, max_epochs=args.epochs,
         preprocessing=data["preprocessing"].to_dict(),
     )
-    size_mb = model_size_mb(module.model)
+    # Cost as `compare` measures it: params, MB, GFLOPs, CPU latency of one volume (1 thread).
+    cost = measure_cost(module.model, (1, *args.size))
     train, val = dataloaders(args, data)
     trainer = _trainer(args, [reporter])
     trainer.fit(module, train, val)
     test = evaluate_on_test(args, module, data)
-    final = _final(reporter.history, size_mb=round(size_mb, 4), **test_summary(test))
+    final = _final(reporter.history, size_mb=round(cost["size_mb"], 4), params=int(cost["params"]),
+                   gflops=float(cost["gflops"]), latency_ms=float(cost["latency_ms"]), **test_summary(test))
     nni.report_final_result(final)
     return {"mode": "baseline", "params": params, "model": model_name, "dataset": dataset, "final": final,
             "history": reporter.history, "test": test, "class_names": data["class_names"]}
@@ -348,10 +352,14 @@ def evaluate_on_test(args: argparse.Namespace, module: Any, data: dict[str, Any]
 
 
 def test_summary(metrics: dict[str, Any]) -> dict[str, float]:
-    """The scalar test scores reported to NNI: accuracy, balanced accuracy, macro precision/sensitivity/F1."""
-    summary = {"test_accuracy": metrics["accuracy"], "test_balanced_accuracy": metrics["balanced_accuracy"]}
-    for key in ("precision", "sensitivity", "f1"):
-        summary[f"test_{key}"] = metrics["macro"][key]
+    """The scalar test scores reported to NNI, read as ``nni-covid3d compare`` reads them: accuracy,
+    balanced accuracy, and COVID-vs-rest precision / sensitivity / F1 / AUC (macro without a COVID class)."""
+    covid = metrics.get("covid_vs_rest") or metrics["macro"]
+    summary = {
+        "test_accuracy": metrics["accuracy"], "test_balanced_accuracy": metrics["balanced_accuracy"],
+        "test_precision": covid["precision"], "test_sensitivity": covid["recall"], "test_f1": covid["f1"],
+        "test_auc": covid["auc"],
+    }
     return {key: float(value) for key, value in summary.items() if value is not None}
 
 

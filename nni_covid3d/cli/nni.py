@@ -12,14 +12,16 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     report = subparsers.add_parser(
-        "report", help="turn an nnictl experiment into a comparison table (Markdown or CSV)",
-        description="Tabulate a finished nnictl experiment. Baseline grids (examples/nnictl/baselines_grid.yml) "
-                    "give the model x dataset comparison table; other experiments give one row per trial.",
+        "report", help="turn an nnictl experiment into a comparison table (Markdown and CSV)",
+        description="Tabulate an nnictl experiment. A baseline grid (examples/nnictl/baselines_grid.yml) gives "
+                    "the table of `nni-covid3d compare` (with the papers' reported rows); other experiments "
+                    "give one row per trial. The Markdown table goes to stdout.",
     )
     _experiment_args(report)
-    report.add_argument("--out", type=Path, default=None, help="write the table here (.md or .csv); default stdout")
-    report.add_argument("--format", choices=("md", "csv"), default=None,
-                        help="table format (default: from --out's suffix, else md)")
+    report.add_argument("--out-dir", type=Path, default=None,
+                        help="also write <out-dir>/<stem>.md and <stem>.csv")
+    report.add_argument("--stem", default="comparison", help="file name stem (default comparison)")
+    report.add_argument("--no-reported", action="store_true", help="leave out the papers' reported rows")
     report.set_defaults(func=run_report)
 
     best = subparsers.add_parser(
@@ -43,17 +45,23 @@ def run_report(args: argparse.Namespace) -> int:
     from nni_covid3d.nni_report import TRIAL_COLUMNS, baseline_rows, format_table, load_experiment, trial_rows
 
     record = load_experiment(args.experiment, args.experiment_dir)
-    fmt = args.format or ("csv" if args.out is not None and args.out.suffix.lower() == ".csv" else "md")
     if record.trial_mode == "baseline":
-        text = format_table(baseline_rows(record), fmt)
-    else:
-        text = format_table(trial_rows(record), fmt, TRIAL_COLUMNS)
-    if args.out is None:
-        print(text, end="")
-    else:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-        print(f"wrote {args.out} ({len(record.trials)} trials of experiment {record.id})")
+        from nni_covid3d.compare import markdown_table, write_table
+
+        rows = baseline_rows(record, include_reported=not args.no_reported)
+        print(markdown_table(rows), end="")
+        if args.out_dir is not None:
+            md, csv_path = write_table(rows, args.out_dir, stem=args.stem)
+            print(f"wrote {md} and {csv_path}")
+        return 0
+    rows = trial_rows(record)
+    print(format_table(rows, "md", TRIAL_COLUMNS), end="")
+    if args.out_dir is not None:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        md, csv_path = args.out_dir / f"{args.stem}.md", args.out_dir / f"{args.stem}.csv"
+        md.write_text(format_table(rows, "md", TRIAL_COLUMNS))
+        csv_path.write_text(format_table(rows, "csv", TRIAL_COLUMNS))
+        print(f"wrote {md} and {csv_path}")
     return 0
 
 

@@ -108,17 +108,24 @@ def test_baseline_grid_config_runs_and_report_gives_the_table(tmp_path: Path, cl
         final = json.loads(json.loads(trial["finalMetricData"][0]["data"]))
         assert 0.0 <= final["test_accuracy"] <= 1.0 and "test_f1" in final
 
-    table = tmp_path / "table.csv"
-    done = cli("report", "--experiment", experiment.id, "--out", str(table), home=experiment.home)
+    done = cli("report", "--experiment", experiment.id, "--out-dir", str(tmp_path / "report"), home=experiment.home)
     assert done.returncode == 0, done.stderr
     import csv
 
-    rows = list(csv.DictReader(table.open()))
-    assert sorted(r["dataset"] for r in rows) == ["ccccii", "mosmed"]
-    assert {r["model"] for r in rows} == {"MC3_18"}
-    assert all(float(r["size_mb"]) > 40 for r in rows)  # MC3_18 is ~43.8 MB
-    done = cli("report", "--experiment", experiment.id, home=experiment.home)
-    assert done.returncode == 0 and done.stdout.startswith("| dataset | model |"), done.stdout + done.stderr
+    from nni_covid3d.compare import COLUMNS, markdown_table
+
+    with (tmp_path / "report" / "comparison.csv").open() as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames) == COLUMNS  # the columns of `nni-covid3d compare`
+        rows = list(reader)
+    ours = [r for r in rows if r["source"].startswith("ours")]
+    assert sorted(r["dataset"] for r in ours) == ["CC-CCII", "MosMedData"]
+    assert {r["model"] for r in ours} == {"MC3_18"}
+    assert all(43 < float(r["size_mb"]) < 45 and float(r["gflops"]) > 0 for r in ours)  # MC3_18: 43.84 MB
+    assert all(0 <= float(r["accuracy"]) <= 100 for r in ours)
+    reported = [r for r in rows if r["source"].startswith("reported")]
+    assert {r["dataset"] for r in reported} == {"CC-CCII", "MosMedData"}
+    assert done.stdout.startswith(markdown_table([]).splitlines()[0])
 
 
 def test_dnas_hpo_config_runs_and_stores_architectures(tmp_path: Path, cli) -> None:
