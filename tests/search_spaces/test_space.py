@@ -7,7 +7,7 @@ import nni
 import pytest
 import torch
 from nni.mutable import Categorical, CategoricalMultiple
-from nni.nas.space import SimplifiedModelSpace, model_context
+from nni.nas.space import SimplifiedModelSpace
 
 from nni_covid3d.search_spaces import (
     DEFAULT_CANDIDATES,
