@@ -161,3 +161,32 @@ def test_custom_stages_and_candidates() -> None:
     assert list(domains) == ["s1_depth", "s1_c1", "s1_c2", "s2_c1"]
     model = build_model(random_architecture(config, 0))
     assert model(torch.randn(2, 2, 8, 16, 16)).shape == (2, 4)
+
+
+def test_fast_freeze_copies_the_chosen_weights_like_nni_generic_freeze() -> None:
+    """``space.freeze`` (rebuild + copy) against NNI's generic recursive freeze (deep copies)."""
+    from nni.nas.nn.pytorch import MutableModule
+
+    config = {"widths": [8, 8, 16, 16, 16, 16], "stem_channels": 8, "first_block_channels": 8,
+              "head_channels": 16, "search_downsampling": True}
+    space = CovidNet3DSpace(**config)
+    for parameter in space.parameters():  # every weight distinct, so a wrong copy cannot pass
+        torch.nn.init.normal_(parameter)
+    for seed in (0, 1):
+        sample = random_architecture(config, seed)["choices"]
+        fast = space.freeze(sample).eval()
+        generic = MutableModule.freeze(space, sample)
+        for stage in generic.stages:
+            stage.prune()
+        generic.eval()
+        assert fast.state_dict().keys() == generic.state_dict().keys()
+        for key, value in generic.state_dict().items():
+            assert torch.equal(fast.state_dict()[key], value), key
+        x = torch.randn(2, 1, 8, 32, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x), generic(x), rtol=0, atol=0)
+
+
+def test_space_dry_run_forward() -> None:
+    space = CovidNet3DSpace(widths=[8] * 6, head_channels=16, search_downsampling=True)
+    assert space(torch.randn(2, 1, 8, 32, 32)).shape == (2, 3)
