@@ -9,71 +9,19 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from nni_covid3d.nnictl_run import free_port, prepare_config
+
+rewrite_config = prepare_config  # the configs' test copies are made the way users' runs are
 
 TERMINAL_TRIAL_STATES = {"SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED"}
-
-
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 (and whose successor is free too, for websocket modes)."""
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port < 65000 and _port_is_free(port + 1):
-            return port
-    raise RuntimeError("no free port pair found on 127.0.0.1")
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def rewrite_config(
-    config_path: Path,
-    out_path: Path,
-    work_dir: Path,
-    *,
-    extra_trial_args: str = "",
-    overrides: dict[str, Any] | None = None,
-) -> dict:
-    """Copy a user-facing nnictl config into a test-ready one and return it.
-
-    The leading ``python`` of ``trialCommand`` becomes this interpreter (the venv's); ``extra_trial_args``
-    are appended (argparse keeps the last value, so they override the config's budgets); relative
-    paths are resolved against the original config's folder; the working directory is ``work_dir``.
-    """
-    config = yaml.safe_load(config_path.read_text())
-    base = config_path.parent
-    command = shlex.split(config["trialCommand"])
-    if command[0] not in ("python", "python3"):
-        raise AssertionError(f"{config_path}: trialCommand should start with 'python', got {command[0]!r}")
-    command[0] = sys.executable
-    config["trialCommand"] = shlex.join(command) + (" " + extra_trial_args if extra_trial_args else "")
-    for key in ("searchSpaceFile", "trialCodeDirectory"):
-        if key in config and not Path(os.path.expanduser(config[key])).is_absolute():
-            config[key] = str((base / config[key]).resolve())
-    config.setdefault("trialCodeDirectory", str(base.resolve()))
-    config["experimentWorkingDirectory"] = str(work_dir)
-    config.update(overrides or {})
-    out_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return config
 
 
 @dataclass
@@ -85,7 +33,7 @@ class NniExperiment:
     home: Path
     work_dir: Path
     manager_pid: int
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)
     seen_pids: dict[int, float] = field(default_factory=dict)  # pid -> start time (clock ticks)
 
     # ---- REST ----------------------------------------------------------------------------------

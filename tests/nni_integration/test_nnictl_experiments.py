@@ -128,24 +128,45 @@ def test_baseline_grid_config_runs_and_report_gives_the_table(tmp_path: Path, cl
     assert done.stdout.startswith(markdown_table([]).splitlines()[0])
 
 
-def test_dnas_hpo_config_runs_and_stores_architectures(tmp_path: Path, cli) -> None:
+def test_dnas_hpo_config_runs_through_run_config_and_stores_architectures(
+    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Through the package's launcher (what the demo uses) rather than the test harness.
+    from nni_covid3d.nni_report import load_experiment
+    from nni_covid3d.nnictl_run import rest_get, run_config
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     # A shallower, narrower CovidNet3D space keeps the supernet small on CPU.
     space_config = tmp_path / "tiny_space.json"
     space_config.write_text(json.dumps({"preset": "S", "n_cells": [2, 2, 2, 1, 1, 1], "head_channels": 256}))
-    experiment, trials, metrics = run_config(tmp_path, "dnas_hpo.yml", 2,
-                                             extra=f"{TINY} --space-config {space_config}")
-    assert_succeeded_with_metrics(experiment, trials, metrics)
-    for trial in trials:
-        params = json.loads(trial["hyperParameters"][0])["parameters"]
-        assert set(params) == {"tau_init", "tau_final", "arc_learning_rate"}
-        assert (Path(trial["logPath"]) / "architecture.json").is_file()
+    experiment_id, trials = run_config(CONFIGS / "dnas_hpo.yml", tmp_path / "run", max_trials=2,
+                                       extra_trial_args=f"{TINY} --space-config {space_config}",
+                                       timeout=TRIAL_TIMEOUT * 2)
+    registry = json.loads((tmp_path / "home" / "nni-experiments" / ".experiment").read_text())
+    assert registry[experiment_id]["status"] == "STOPPED"
+    manager = NniExperiment(experiment_id, 0, tmp_path / "home", tmp_path / "run" / "nni-experiments",
+                            int(registry[experiment_id]["pid"]), {})
+    manager.record_processes()  # the manager, if it were still alive
+    assert not manager.leftover_processes(timeout=10)
+    with pytest.raises(OSError):  # the REST server is gone
+        rest_get(int(registry[experiment_id]["port"]), "check-status")
+
+    record = load_experiment(experiment_id, tmp_path / "run" / "nni-experiments")
+    assert [t.status for t in record.trials] == ["SUCCEEDED", "SUCCEEDED"]
+    for trial in record.trials:
+        assert set(trial.parameters) == {"tau_init", "tau_final", "arc_learning_rate"}
+        assert len(trial.intermediate) >= 1 and trial.final["size_mb"] > 0
+        assert trial.final["default"] == trial.intermediate[-1]["default"]
+        assert (trial.output_dir / "architecture.json").is_file()
+    assert len(trials) == 2
 
     out = tmp_path / "best_dnas.json"
-    done = cli("best-arch", "--experiment", experiment.id, "--out", str(out), home=experiment.home)
+    done = cli("best-arch", "--experiment", experiment_id, "--out", str(out), home=tmp_path / "home")
     assert done.returncode == 0, done.stderr
     arch = json.loads(out.read_text())
-    stored = json.loads((Path(next(t["logPath"] for t in trials if t["trialJobId"] == arch["metadata"]["trial"]))
-                         / "architecture.json").read_text())
+    best = next(t for t in record.trials if t.id == arch["metadata"]["trial"])
+    assert best.final["default"] == max(t.final["default"] for t in record.trials)
+    stored = json.loads((best.output_dir / "architecture.json").read_text())
     assert arch["choices"] == stored["choices"]
 
 
