@@ -72,7 +72,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     accelerator: str = "auto"
-    devices: int | str = "auto"
+    devices: int | str = 1
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -221,6 +221,7 @@ def fit_classifier(
         _loader(train_dataset, config, shuffle=True, sampler=sampler, train=True),
         _loader(val_dataset, config, shuffle=False),
         ckpt_path=str(last) if resume else None,
+        weights_only=True,
     )
     history = _history(out_dir / "csv")
     (out_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
@@ -351,7 +352,7 @@ def evaluate_checkpoint(
     Without ``dataset``, the split is rebuilt from the checkpoint's data source (dataset name, root,
     split file, preprocessing; ``root`` overrides the recorded root) by
     ``nni_covid3d.training.experiment.split_dataset``. Results go to ``out_dir`` (default:
-    ``eval_<split>`` beside the checkpoint folder).
+    ``OUT/eval_<split>`` for ``OUT/checkpoints/*.ckpt``, else ``eval_<split>_<name>`` beside the file).
     """
     checkpoint = Path(checkpoint)
     classifier = load_classifier(checkpoint)
@@ -360,8 +361,11 @@ def evaluate_checkpoint(
         if dataset_factory is None:
             from nni_covid3d.training.experiment import split_dataset as dataset_factory
         dataset, sample_ids = dataset_factory(classifier, split=split, root=root)
-    if out_dir is None:
-        out_dir = checkpoint.parent.parent / f"eval_{split}"
+    if out_dir is None:  # OUT/eval_<split> for OUT/checkpoints/x.ckpt, else beside the checkpoint
+        if checkpoint.parent.name == "checkpoints":
+            out_dir = checkpoint.parent.parent / f"eval_{split}"
+        else:
+            out_dir = checkpoint.parent / f"eval_{split}_{checkpoint.stem}"
     metrics = evaluate_classifier(classifier, dataset, out_dir, split=split, batch_size=batch_size,
                                   progress=progress, sample_ids=sample_ids)
     metrics["checkpoint"] = str(checkpoint)
