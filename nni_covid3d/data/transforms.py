@@ -261,6 +261,8 @@ def per_access_transforms(preprocessing: Preprocessing, *, train: bool) -> Compo
                     translate_range=(p.translate_fraction * p.height, p.translate_fraction * p.width),
                     mode="bilinear",
                     padding_mode="border",
+                    spatial_size=(p.height, p.width),
+                    cache_grid=True,  # the base sampling grid is the same for every scan
                 ),
             ]
         )
