@@ -197,7 +197,7 @@ def run_comparison(
     row with their size, FLOPs and latency but no training (e.g. ResNet3D101 on a CPU-only demo).
     """
     from nni_covid3d.data import Preprocessing
-    from nni_covid3d.models import DISPLAY_NAMES, get_model, resolve_architecture
+    from nni_covid3d.models import DISPLAY_NAMES, MIN_DEPTH, get_model, resolve_architecture
     from nni_covid3d.training.experiment import DataSpec, check_input_depth, prepare_split, run_experiment
     from nni_covid3d.training.pipeline import TrainConfig
 
@@ -240,9 +240,12 @@ def run_comparison(
             runs.setdefault(dataset, {})[model] = run_dir
         for model in cost_only:
             net = get_model(model, num_classes=len(index.class_names), in_channels=1)
-            cost = measure_cost(net, preprocessing.shape, threads=latency_threads)
+            shape = list(preprocessing.shape)
+            shape[1] = max(shape[1], MIN_DEPTH.get(model, 1))  # DenseNet3D121 cannot run below 32 slices
+            cost = measure_cost(net, shape, threads=latency_threads)
+            note = "" if shape[1] == preprocessing.depth else f", at {shape[1]} slices"
             rows.append({"dataset": DATASET_TITLES.get(dataset, dataset), "model": DISPLAY_NAMES.get(model, model),
-                         "source": "ours (cost only, not trained)", **cost})
+                         "source": f"ours (cost only, not trained{note})", **cost})
         if include_reported:
             rows.extend(reported_rows([dataset]))
     md, path_csv = write_table(rows, out_dir)

@@ -68,14 +68,16 @@ def test_compare_writes_one_table_with_reported_rows(phantoms, tmp_path, capsys)
     data, arch = phantoms
     out = tmp_path / "cmp"
     assert main(["compare", "--datasets", "ccccii", "--root", str(data), "--models", "covidnet3d",
-                 "--cost-only", "mc3_18", "--arch", str(arch), "--out", str(out), "--epochs", "1", *SMALL]) == 0
+                 "--cost-only", "mc3_18", "densenet3d121", "--arch", str(arch), "--out", str(out), "--epochs", "1", *SMALL]) == 0
     with (out / "comparison.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     ours = [r for r in rows if r["source"] == "ours"]
     reported = [r for r in rows if r["source"].startswith("reported")]
     assert [r["model"] for r in ours] == ["CovidNet3D (searched)"]
-    [cost_row] = [r for r in rows if r["source"].startswith("ours (cost only")]
+    cost_row, densenet_row = [r for r in rows if r["source"].startswith("ours (cost only")]
     assert cost_row["model"] == "MC3_18" and cost_row["accuracy"] == ""
+    assert densenet_row["source"] == "ours (cost only, not trained, at 32 slices)"  # its minimum depth
+    assert float(densenet_row["gflops"]) > 0
     assert float(cost_row["size_mb"]) == pytest.approx(43.77, abs=0.01)
     assert int(cost_row["params"]) > 100 * int(ours[0]["params"])
     assert {r["model"] for r in reported} >= {"ResNet3D101", "DenseNet3D121", "MC3_18", "CovidNet3D-S"}
