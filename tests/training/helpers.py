@@ -36,6 +36,11 @@ class SpyDataset(Dataset):
         self.log.append((self.name, index))
         return self.inner[index]
 
+    @property
+    def labels(self) -> list[int]:
+        """Labels without reading items (as ``ScanDataset.labels``)."""
+        return list(self.inner.labels)
+
 
 # A tiny architecture of the real CovidNet3D space (thousands of parameters): fast to train in tests.
 TINY_SPACE = dict(

@@ -131,6 +131,19 @@ def test_class_balancing_options(tmp_path):
         TrainConfig(balance="oversample")
 
 
+def test_balanced_sampler_draws_the_minority_class_as_often_as_the_majority(tmp_path):
+    labels = [1] * 18 + [0] * 2
+    reads: list = []
+    train = SpyDataset(BlobVolumes(labels=labels), "train", reads)
+    train_model(
+        "covidnet3d", train, BlobVolumes(3, seed=1), tmp_path, class_names=CLASSES, arch=tiny_arch(),
+        config=TrainConfig(epochs=1, balance="sampler", **FAST),
+    )
+    drawn = [labels[index] for name, index in reads if name == "train"]
+    assert len(drawn) == 20  # one epoch of len(train) draws, with replacement
+    assert drawn.count(0) >= 6  # 2 of 20 without balancing; 10 expected with it
+
+
 def test_classifier_accepts_tuple_batches_and_cosine_schedule():
     torch.manual_seed(0)
     data = BlobVolumes(8)
