@@ -9,6 +9,8 @@ plus ``--mem-limit-gb``); running out of memory is recorded as a result. Memory 
 for one-shot methods) plus everything training allocates. Time is the median wall time of a training
 step (a search step is arch step + weight step) through Lightning, after ``--warmup`` steps.
 
+``gumbel-dnas-largest`` is GumbelDNAS with logits pinned so that every draw is that single subnet:
+the worst case of a search step (the normal run draws smaller subnets on average).
 The single subnet is the largest of the space: every cell ``mbconv_k7_e4`` or every cell
 ``mbconv_k3_e6``, whichever has more FLOPs at the input, with all cells kept (full depth). All methods
 use the same data arrangement as NNI's DARTS (weight batches from the train loader, architecture
@@ -27,7 +29,7 @@ import time
 from pathlib import Path
 
 CONFIGS = {"small": (8, (16, 64, 64)), "large": (2, (32, 128, 128))}
-METHODS = ("single", "gumbel-dnas", "darts", "gumbel-darts")
+METHODS = ("single", "gumbel-dnas", "darts", "gumbel-darts", "gumbel-dnas-largest")
 
 
 def _rss_mb() -> float:
@@ -54,6 +56,25 @@ def _largest_subnet(space_config: dict, size: tuple[int, int, int]) -> tuple[str
         if best is None or flops > best[2]:
             best = (op, sample, flops)
     return best[0], best[1]
+
+
+def _pinned_gumbel_dnas(sample: dict, **kwargs):
+    """GumbelDNAS whose logits start (and stay) so peaked that every draw is ``sample``: the worst case,
+    a search step on the largest subnet."""
+    from nni_covid3d.strategies import GumbelDNAS
+
+    class Pinned(GumbelDNAS):
+        def mutate_model(self, model):
+            values = {label: list(m.values) for label, m in model.simplify().items()}
+            model = super().mutate_model(model)
+            with __import__("torch").no_grad():
+                for label, alpha in self._arch_parameters.items():
+                    alpha.fill_(-50.0)
+                    value = sample[label][0] if isinstance(sample[label], list) else sample[label]
+                    alpha[values[label].index(value)] = 50.0
+            return model
+
+    return Pinned(temperature=0.1, **kwargs)
 
 
 def worker(method: str, batch: int, size: tuple[int, int, int], steps: int, warmup: int, mem_limit_gb: float) -> dict:
@@ -110,12 +131,16 @@ def worker(method: str, batch: int, size: tuple[int, int, int], steps: int, warm
         else:
             result["params_m"] = sum(p.numel() for p in space.parameters()) / 1e6
             kwargs = {"gradient_clip_val": 5.0}
-            if method == "gumbel-dnas":
+            if method.startswith("gumbel-dnas"):
                 kwargs["arch_split"] = "val"  # NNI DARTS's arrangement: arch batches from the second loader
             evaluator = Classification(train_dataloaders=DataLoader(data, batch_size=batch, shuffle=True),
                                        val_dataloaders=DataLoader(arch_data, batch_size=batch),
                                        num_classes=3, learning_rate=1e-3, **trainer_kwargs)
-            strategy = get(method, **kwargs)
+            if method == "gumbel-dnas-largest":
+                strategy = _pinned_gumbel_dnas(_largest_subnet(space.config, size)[1], **kwargs)
+                result["subnet"] = "every draw = the single subnet"
+            else:
+                strategy = get(method, **kwargs)
             strategy(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
         timed = timer.times[warmup:]
         if len(timed) < steps:
@@ -155,7 +180,7 @@ def table(results: list[dict]) -> str:
             "mem / GumbelDARTS | CPU time / single | DARTS CPU time / this | wall / single | DARTS wall / this |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     by = {(r["batch"], tuple(r["size"]), r["method"]): r for r in results}
-    for r in results:
+    for r in sorted(results, key=lambda r: (r["size"][0], METHODS.index(r["method"]))):
         key = (r["batch"], tuple(r["size"]))
         single, gd, darts = (by.get((*key, m)) for m in ("single", "gumbel-darts", "darts"))
 
@@ -178,6 +203,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--merge", action="store_true", help="add to the results already in --out")
+    parser.add_argument("--table-only", action="store_true", help="print the table of the results in --out")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=1, help="untimed first steps")
     parser.add_argument("--mem-limit-gb", type=float, default=8.0)
@@ -190,7 +217,10 @@ def main() -> int:
         batch, size = CONFIGS[args.config]
         print(json.dumps(worker(args.worker, batch, size, args.steps, args.warmup, args.mem_limit_gb)), flush=True)
         return 0
-    results = []
+    if args.table_only:
+        print(table(json.loads(args.out.read_text())))
+        return 0
+    results = json.loads(args.out.read_text()) if args.merge and args.out.is_file() else []
     for config in args.configs:
         for method in args.methods:
             result = run_one(method, config, args)
