@@ -279,3 +279,22 @@ def test_runs_through_nas_experiment_on_the_sequential_engine():
     assert experiment.config.execution_engine.name == "sequential"
     experiment.run()
     assert experiment.export_top_models(formatter="dict") == [strategy.export()]
+
+
+class _GradNorms(pl.Callback):
+    def __init__(self):
+        self.norms: list[float] = []
+
+    def on_before_optimizer_step(self, trainer, module, optimizer):
+        if getattr(optimizer, "is_arch_optimizer", False):
+            return
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        self.norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+
+def test_strategy_clips_weight_gradients():
+    torch.manual_seed(0)
+    norms = _GradNorms()
+    evaluator = make_evaluator(image_dataset(32), image_dataset(16, seed=1), epochs=1, callbacks=[norms])
+    run_search(MixedSpace(), evaluator, GumbelDNAS(gradient_clip_val=1e-3))
+    assert norms.norms and max(norms.norms) <= 1e-3 * 1.001
