@@ -120,7 +120,8 @@ def split_train_loader(loader: DataLoader, arch_indices: Sequence[int]) -> tuple
         return TracedDataLoader(
             Subset(loader.dataset, indices), batch_size=loader.batch_size, shuffle=shuffle,
             num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
-            drop_last=loader.drop_last, worker_init_fn=loader.worker_init_fn, generator=loader.generator,
+            # A part smaller than one batch keeps its partial batch rather than yielding nothing.
+            drop_last=loader.drop_last and len(indices) > loader.batch_size, worker_init_fn=loader.worker_init_fn, generator=loader.generator,
             persistent_workers=loader.persistent_workers if loader.num_workers > 0 else False,
         )
 

@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from nni.nas.execution import SequentialExecutionEngine
     from nni.nas.space import RawFormatModelSpace
     from pytorch_lightning.loggers import TensorBoardLogger
+    from torch.utils.data import Subset
 
     from nni_covid3d.data import Preprocessing, load_dataset, load_split, make_dataset, make_patient_split, save_split
     from nni_covid3d.search_spaces import CovidNet3DSpace, export_architecture, save_architecture
@@ -124,10 +125,17 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.root}: {error}") from error
 
     generator = torch.Generator().manual_seed(args.seed)
+    if args.strategy in ("darts", "gumbel-darts", "proxyless"):
+        # NNI's DARTS family takes its architecture batches from the evaluator's validation loader:
+        # give it the same held-out training patients GumbelDNAS uses (never the val or test split).
+        held = set(arch_indices)
+        weight_set = Subset(train_set, [i for i in range(len(train_set)) if i not in held])
+        train_set, val_set = weight_set, Subset(train_set, sorted(held))
     # drop_last: a last batch of one volume breaks BatchNorm once the feature map is 1x1x1.
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
-                              generator=generator, drop_last=len(train_set) > 2 * args.batch_size)
-    val_loader = DataLoader(val_set, batch_size=args.batch_size, shuffle=False, num_workers=args.workers)
+                              generator=generator, drop_last=len(train_set) > args.batch_size)
+    val_loader = DataLoader(val_set, batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
+                            drop_last=args.strategy != "gumbel-dnas" and len(val_set) > args.batch_size)
 
     space = CovidNet3DSpace(args.preset, num_classes=len(index.class_names), in_channels=1, widths=args.widths,
                             n_cells=args.n_cells, head_channels=args.head_channels,

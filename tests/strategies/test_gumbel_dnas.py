@@ -298,3 +298,12 @@ def test_strategy_clips_weight_gradients():
     evaluator = make_evaluator(image_dataset(32), image_dataset(16, seed=1), epochs=1, callbacks=[norms])
     run_search(MixedSpace(), evaluator, GumbelDNAS(gradient_clip_val=1e-3))
     assert norms.norms and max(norms.norms) <= 1e-3 * 1.001
+
+
+def test_arch_split_keeps_a_part_smaller_than_a_batch():
+    from nni.nas.evaluator.pytorch import DataLoader
+
+    loader = DataLoader(image_dataset(10), batch_size=4, shuffle=True, drop_last=True)
+    loaders = GumbelDNAS(arch_split=[0, 1, 2]).train_dataloader(lambda: loader, lambda: None)
+    assert [len(b[0]) for b in loaders["arch"]] == [3]
+    assert [len(b[0]) for b in loaders["train"]] == [4]  # 7 weight samples, drop_last kept
