@@ -148,20 +148,21 @@ def display_window(volume: np.ndarray, kind: str) -> np.ndarray:
 
 
 def overlay_rgb(gray: np.ndarray, heat: np.ndarray, mask: np.ndarray | None = None, alpha: float = 0.45) -> np.ndarray:
-    """One slice as RGB in [0, 1]: gray CT blended with the heatmap ("jet"), lesion outline in green.
+    """One slice as RGB in [0, 1]: gray CT blended with the heatmap ("jet"), lesion outlined in green.
 
     ``gray`` and ``heat`` are (H, W) in [0, 1]; the heatmap is weighted by its own value, so
     irrelevant regions keep the plain CT.
     """
     from matplotlib import colormaps
-    from scipy.ndimage import binary_erosion
+    from scipy.ndimage import binary_dilation
 
     colours = colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
     weight = alpha * np.clip(heat, 0, 1)[..., None] ** 0.5
     rgb = (1 - weight) * np.repeat(gray[..., None], 3, axis=2) + weight * colours
     if mask is not None and mask.any():
         inside = mask > 0
-        rgb[inside & ~binary_erosion(inside)] = (0.0, 1.0, 0.0)
+        # outline just outside the lesion, so thin lesions stay visible
+        rgb[binary_dilation(inside) & ~inside] = (0.0, 1.0, 0.0)
     return rgb
 
 

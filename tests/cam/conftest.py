@@ -74,14 +74,14 @@ TINY_SPACE = dict(
 def save_tiny_checkpoint(path, *, depth: int = 8, size: int = 32, seed: int = 0):
     """An untrained tiny CovidNet3D saved in the nni-covid3d checkpoint format (state dict + metadata)."""
     from nni_covid3d.data import Preprocessing
-    from nni_covid3d.search_spaces import build_model, random_architecture
+    from nni_covid3d.search_spaces import random_architecture
     from nni_covid3d.training import CovidClassifier
     from nni_covid3d.training.module import CHECKPOINT_KEY
 
     torch.manual_seed(seed)
     arch = random_architecture(TINY_SPACE, seed=seed)
     classifier = CovidClassifier(
-        build_model(arch), class_names=["CP", "NCP", "Normal"], arch=arch, model_name="covidnet3d",
+        "covidnet3d", class_names=["CP", "NCP", "Normal"], arch=arch,
         preprocessing=Preprocessing(depth=depth, height=size, width=size).to_dict(),
     )
     torch.save({"state_dict": classifier.state_dict(), CHECKPOINT_KEY: classifier.checkpoint_metadata()}, path)
