@@ -31,7 +31,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -262,7 +261,7 @@ def run_arch(args: argparse.Namespace, params: dict[str, Any], output_dir: Path)
     import nni
     import pytorch_lightning as pl
     from nni_covid3d.models import model_size_mb
-    from nni_covid3d.search_spaces import ArchitectureError, build_model, choices_from_hpo, export_architecture
+    from nni_covid3d.search_spaces import ArchitectureError, choices_from_hpo, export_architecture, save_architecture
 
     if not params:
         raise TrialError("no architecture parameters: run under nnictl, or pass --params '{...}'")
@@ -278,16 +277,14 @@ def run_arch(args: argparse.Namespace, params: dict[str, Any], output_dir: Path)
     if len(data["class_names"]) != arch["space"]["num_classes"]:
         config["num_classes"] = len(data["class_names"])
         arch = export_architecture(config, arch["choices"], metadata=arch.get("metadata"))
-    model = build_model(arch)
-    size_mb = model_size_mb(model)
-    from nni_covid3d.search_spaces import save_architecture
-
     save_architecture(arch, output_dir / "architecture.json")
     reporter = _reporter_callback()
+    # By name + architecture (get_model builds it), so NNI's tracing records plain arguments.
     module = _reporting_classifier()(
-        model, class_names=data["class_names"], arch=arch, learning_rate=args.learning_rate,
-        max_epochs=args.epochs, preprocessing=data["preprocessing"].to_dict(), model_name="covidnet3d",
+        "covidnet3d", class_names=data["class_names"], arch=arch, learning_rate=args.learning_rate,
+        max_epochs=args.epochs, preprocessing=data["preprocessing"].to_dict(),
     )
+    size_mb = model_size_mb(module.model)
     train, val = dataloaders(args, data)
     _trainer(args, [reporter]).fit(module, train, val)
     final = _final(reporter.history, size_mb=round(size_mb, 4))

@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import REPO_ROOT
 from tests.nni_integration.harness import NniExperiment, rewrite_config, start_experiment
