@@ -163,7 +163,7 @@ def overlay_rgb(gray: np.ndarray, heat: np.ndarray, mask: np.ndarray | None = No
         inside = mask > 0
         # outline just outside the lesion, so thin lesions stay visible
         rgb[binary_dilation(inside) & ~inside] = (0.0, 1.0, 0.0)
-    return rgb
+    return np.clip(rgb, 0.0, 1.0)
 
 
 def save_montage(
