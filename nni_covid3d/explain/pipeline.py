@@ -53,8 +53,9 @@ class ScanCam:
 
 
 def scan_name(scan: Any) -> str:
-    """A file-system-safe name for a scan: ``<patient>_<scan>``."""
-    raw = f"{scan.patient_id}_{scan.scan_id}" if getattr(scan, "patient_id", "") else Path(scan.paths[0]).name
+    """A file-system-safe name for a scan: ``<patient>_<scan>`` (``<patient>`` when they are equal)."""
+    patient, scan_id = getattr(scan, "patient_id", ""), getattr(scan, "scan_id", "")
+    raw = (patient if scan_id in ("", patient) else f"{patient}_{scan_id}") if patient else Path(scan.paths[0]).name
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in raw)
 
 
