@@ -35,6 +35,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     best.set_defaults(func=run_best_arch)
 
 
+    run = subparsers.add_parser(
+        "nnictl-run", help="run an nnictl config to completion (create, wait, stop), then show its trials",
+        description="nnictl create --config CONFIG with NNI's working directory under --work-dir, wait until "
+                    "every trial has ended (REST check-status), nnictl stop, print one row per trial; with "
+                    "--best-arch, also write the best trial's architecture (arch and dnas configs).",
+    )
+    run.add_argument("--config", type=Path, required=True, help="an nnictl YAML config, e.g. examples/nnictl/arch_search.yml")
+    run.add_argument("--work-dir", type=Path, required=True, help="folder for the runnable config copy and NNI's files")
+    run.add_argument("--max-trials", type=int, default=None, help="override maxTrialNumber")
+    run.add_argument("--trial-args", default="", help="arguments appended to the trial command, e.g. '--epochs 1'")
+    run.add_argument("--port", type=int, default=None, help="web UI / REST port (default: a free one)")
+    run.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the trials (default 3600)")
+    run.add_argument("--best-arch", type=Path, default=None, help="write the best trial's architecture here")
+    run.set_defaults(func=run_nnictl)
+
+
 def _experiment_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", required=True, metavar="ID", help="experiment id (as nnictl prints it)")
     parser.add_argument("--experiment-dir", type=Path, default=None,
@@ -75,3 +91,26 @@ def run_best_arch(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: trial {trial.id}, {args.metric} = {trial.final[args.metric]}, "
           f"parameters {json.dumps(trial.parameters)}")
     return 0
+
+
+def run_nnictl(args: argparse.Namespace) -> int:
+    from nni_covid3d.nni_report import TRIAL_COLUMNS, best_architecture, format_table, load_experiment, trial_rows
+    from nni_covid3d.nnictl_run import run_config
+
+    if not args.config.is_file():
+        raise FileNotFoundError(f"nnictl config {args.config} does not exist")
+    experiment_id, _ = run_config(args.config, args.work_dir, max_trials=args.max_trials,
+                                  extra_trial_args=args.trial_args, port=args.port, timeout=args.timeout)
+    record = load_experiment(experiment_id, args.work_dir / "nni-experiments")
+    print(f"experiment {experiment_id} (stopped; files in {record.directory})")
+    print(format_table(trial_rows(record), "md", TRIAL_COLUMNS), end="")
+    if args.best_arch is not None:
+        from nni_covid3d.search_spaces import save_architecture
+
+        trial, arch = best_architecture(record)
+        save_architecture(arch, args.best_arch)
+        print(f"wrote {args.best_arch}: trial {trial.id}, default = {trial.final['default']}")
+    failed = [t.id for t in record.trials if t.status != "SUCCEEDED"]
+    if failed:
+        print(f"trials not succeeded: {', '.join(failed)} (their trial.stderr is in the trial folders)")
+    return 1 if failed else 0
