@@ -51,12 +51,14 @@ def test_trial_command_parses_and_comments_say_how_to_go_real(path: Path) -> Non
         assert "--data-root" in text and "--accelerator gpu" in text and "trialGpuNumber" in text
 
 
-def test_arch_search_space_file_is_the_model_space() -> None:
-    from nni_covid3d.search_spaces import hpo_search_space
-
+def test_arch_search_space_file_is_the_committed_model_space() -> None:
+    # (That the committed JSON equals the space's hpo_search_space is the search-space tests' job.)
     config = load("arch_search.yml")
     space_file = (REPO_ROOT / "examples" / "nnictl" / config["searchSpaceFile"]).resolve()
-    assert json.loads(space_file.read_text()) == hpo_search_space({"preset": "S"})
+    assert space_file == REPO_ROOT / "search_spaces" / "covidnet3d_S.json"
+    space = json.loads(space_file.read_text())
+    assert {"s1_c1", "s1_depth", "s6_c1"} <= set(space)
+    assert all(entry["_type"] == "choice" and entry["_value"] for entry in space.values())
     assert "--preset S" in config["trialCommand"]
 
 
