@@ -30,8 +30,10 @@ $(VENV)/.test-installed: setup.py $(VENV)/.project-installed
 demo: $(VENV)/.project-installed
 	$(BIN)/nni-covid3d demo
 
+# One intra-op thread per process: the suite runs several processes at once (DDP ranks, NNI
+# trials), and oversubscribed small 3D ops on a 2-core machine are many times slower.
 test: $(VENV)/.test-installed
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache demo_output
