@@ -15,24 +15,15 @@ import json
 from pathlib import Path
 
 from nni_covid3d.cli import UserError
+from nni_covid3d.cli.train import add_dataset_arguments
 
-_DATASETS = ("ccccii", "mosmed", "covidctset")
 # Same names as nni_covid3d.strategies.STRATEGY_NAMES (kept literal so --help stays fast; a test checks).
 STRATEGIES = ("gumbel-dnas", "darts", "gumbel-darts", "proxyless", "random-oneshot")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("search", help="one-shot architecture search (GumbelDNAS, DARTS, ...) of CovidNet3D")
-    p.add_argument("--dataset", required=True, choices=_DATASETS)
-    p.add_argument("--root", type=Path, required=True, help="dataset root in its public layout")
-    p.add_argument("--task", help="MosMedData task: binary (default) or severity")
-    p.add_argument("--split-file", type=Path, help="reuse a patient split (JSON)")
-    p.add_argument("--val-fraction", type=float, default=0.15)
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--cache-dir", type=Path, help="cache preprocessed volumes here")
-    p.add_argument("--skip-bad", action="store_true", help="leave out unreadable scans (listed)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    add_dataset_arguments(p)
     p.add_argument("--preset", default="S", choices=("S", "L"), help="CovidNet3D stage widths")
     p.add_argument("--widths", type=int, nargs=6, metavar="W", help="stage widths (default: the preset's)")
     p.add_argument("--n-cells", type=int, nargs=6, metavar="N", default=(4, 4, 4, 4, 4, 1), help="cells per stage")

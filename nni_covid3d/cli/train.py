@@ -22,13 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train a model from scratch, select on val, test once")
     train.add_argument("--model", required=True, choices=_MODELS)
     train.add_argument("--arch", type=Path, help="architecture JSON (required for covidnet3d)")
-    _data_args(train)
+    add_dataset_arguments(train)
     _train_args(train)
     train.set_defaults(func=run_train)
 
     retrain = subparsers.add_parser("retrain", help="retrain a searched architecture from scratch, test once")
     retrain.add_argument("--arch", type=Path, required=True, help="architecture JSON exported by the search")
-    _data_args(retrain)
+    add_dataset_arguments(retrain)
     _train_args(retrain)
     retrain.set_defaults(func=run_train, model="covidnet3d")
 
@@ -63,7 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.set_defaults(func=run_compare)
 
 
-def _data_args(parser: argparse.ArgumentParser) -> None:
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """The dataset, split, cache and output options shared by ``train``, ``retrain`` and ``search``."""
     parser.add_argument("--dataset", required=True, choices=_DATASETS)
     parser.add_argument("--root", type=Path, required=True, help="dataset root in its public layout")
     parser.add_argument("--task", help="MosMedData task: binary (default) or severity")
