@@ -32,6 +32,7 @@ class DemoSettings:
     patients: int = 48
     phantom_size: int = 64
     slices: tuple[int, int] = (20, 36)
+    involvement: tuple[float, float] = (0.10, 0.30)
     depth: int = 16
     size: int = 64
     # A compact CovidNet3D-S: same ops and choices, fewer cells and a narrower head.
@@ -76,7 +77,8 @@ def run_demo(out_dir: Path, settings: DemoSettings = DemoSettings()) -> int:
     if not (data_root / "NCP").is_dir():
         _run("1 synth", ["synth", "--layout", "ccccii", "--out", str(data_root), "--patients", str(s.patients),
                          "--seed", str(s.seed), "--size", str(s.phantom_size),
-                         "--slices", str(s.slices[0]), str(s.slices[1])])
+                         "--slices", str(s.slices[0]), str(s.slices[1]),
+                         "--involvement", str(s.involvement[0]), str(s.involvement[1])])
     _run("data", ["data", "summary", "--dataset", "ccccii", "--root", str(data_root)])
     _run("2 search", ["search", *data, *shape, *common, "--out", str(search_dir), "--strategy", "gumbel-dnas",
                       "--epochs", str(s.search_epochs), "--widths", *map(str, s.widths),

@@ -17,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", type=int, default=512, help="in-plane size in pixels (default 512, as the real data)")
     parser.add_argument("--slices", type=int, nargs=2, metavar=("MIN", "MAX"), default=None, help="slices per scan")
     parser.add_argument("--variant", choices=("raw", "folds"), default="raw", help="covidctset: raw folders or the fold layout")
+    parser.add_argument("--involvement", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
+                        help="fraction of the lungs a diseased scan's lesions cover (ccccii, covidctset; default 0.01 0.15)")
     parser.set_defaults(func=run)
 
 
@@ -28,9 +30,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.out}: output folder exists and is not empty")
     if args.size < 16:
         raise UserError(f"--size must be at least 16, got {args.size}")
-    root = write_synthetic_dataset(
-        args.layout, args.out, n_patients=args.patients, seed=args.seed, size=args.size,
-        slices=tuple(args.slices) if args.slices else None, variant=args.variant,
-    )
+    try:
+        root = write_synthetic_dataset(
+            args.layout, args.out, n_patients=args.patients, seed=args.seed, size=args.size,
+            slices=tuple(args.slices) if args.slices else None, variant=args.variant,
+            involvement=tuple(args.involvement) if args.involvement else None,
+        )
+    except ValueError as error:
+        raise UserError(str(error)) from None
     print(load_dataset(args.layout, root).summary())
     return 0

@@ -23,6 +23,9 @@ LAYOUTS = ("ccccii", "mosmed", "covidctset")
 PNG_WINDOW = (-1350.0, 150.0)
 #: Default slice-count ranges per layout (real data: CC-CCII 9-457, MosMed 33-46, COVID-CTset 1-78 selected).
 DEFAULT_SLICES = {"ccccii": (24, 64), "mosmed": (33, 46), "covidctset": (16, 40)}
+#: Default involved-lung fraction range of a diseased scan in CC-CCII and COVID-CTset phantoms: small,
+#: early-stage lesions, as most of the releases' scans (MosMedData follows its CT-k grades instead).
+DEFAULT_INVOLVEMENT = (0.01, 0.15)
 #: MosMed CT-k involved-lung fraction ranges.
 SEVERITY_RANGES = [(0.0, 0.0), (0.03, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 0.9)]
 
@@ -83,6 +86,7 @@ def write_synthetic_dataset(
     size: int = 512,
     slices: tuple[int, int] | None = None,
     variant: str = "raw",
+    involvement: tuple[float, float] | None = None,
 ) -> Path:
     """Write a phantom dataset in a real layout; returns the dataset root.
 
@@ -95,6 +99,8 @@ def write_synthetic_dataset(
         slices: (min, max) slices per scan; the layout's default when ``None``.
         variant: COVID-CTset only: ``"raw"`` (patient/series folders) or ``"folds"`` (flat folder of
             selected slices plus ``CSV/{train,validation,test}{1..5}.csv``).
+        involvement: (min, max) fraction of the lungs a diseased scan's lesions cover, CC-CCII and
+            COVID-CTset only (:data:`DEFAULT_INVOLVEMENT` when ``None``; larger is easier to classify).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
@@ -107,15 +113,22 @@ def write_synthetic_dataset(
     slices = tuple(slices) if slices else DEFAULT_SLICES[layout]
     if slices[0] < 1 or slices[1] < slices[0]:
         raise ValueError(f"slices must be (min, max) with 1 <= min <= max, got {slices}")
+    if involvement is not None:
+        if layout == "mosmed":
+            raise ValueError("involvement does not apply to the mosmed layout: its lesion extent follows the CT-k grades")
+        if not 0.0 < involvement[0] <= involvement[1] <= 1.0:
+            raise ValueError(f"involvement must be (min, max) with 0 < min <= max <= 1, got {tuple(involvement)}")
     rng = np.random.default_rng(seed)
     writer = {"ccccii": _write_ccccii, "mosmed": _write_mosmed, "covidctset": _write_covidctset}[layout]
     kwargs = {"variant": variant} if layout == "covidctset" else {}
+    if layout != "mosmed":
+        kwargs["involvement"] = tuple(involvement) if involvement is not None else DEFAULT_INVOLVEMENT
     writer(out, rng, n_patients=n_patients, size=size, slices=slices, **kwargs)
     return out
 
 
 # --------------------------------------------------------------------------------------- CC-CCII
-def _write_ccccii(root: Path, rng, *, n_patients, size, slices) -> None:
+def _write_ccccii(root: Path, rng, *, n_patients, size, slices, involvement) -> None:
     from PIL import Image
 
     from nni_covid3d.data.ccccii import CLASS_NAMES, mask_path_for
@@ -130,8 +143,8 @@ def _write_ccccii(root: Path, rng, *, n_patients, size, slices) -> None:
         for scan_index in range(n_scans):
             scan_id = str(2000 + 10 * index + scan_index)
             lesion = {"CP": "consolidation", "NCP": "ggo", "Normal": "none"}[class_name]
-            involvement = 0.0 if lesion == "none" else float(rng.uniform(0.01, 0.15))
-            phantom = _scan_phantom(rng, anatomy, size=size, slices=slices, lesion=lesion, involvement=involvement, spacing_z=(1.0, 5.0))
+            extent = 0.0 if lesion == "none" else float(rng.uniform(*involvement))
+            phantom = _scan_phantom(rng, anatomy, size=size, slices=slices, lesion=lesion, involvement=extent, spacing_z=(1.0, 5.0))
             scan_dir = root / class_name / patient_id / scan_id
             scan_dir.mkdir(parents=True, exist_ok=True)
             gray = _hu_to_gray8(phantom.volume, rng)
@@ -190,7 +203,7 @@ def _write_tiff(path: Path, hu_slice: np.ndarray) -> None:
     tifffile.imwrite(path, np.clip(hu_slice.astype(np.int32) + TIFF_HU_OFFSET, 0, 65535).astype(np.uint16))
 
 
-def _write_covidctset(root: Path, rng, *, n_patients, size, slices, variant) -> None:
+def _write_covidctset(root: Path, rng, *, n_patients, size, slices, variant, involvement) -> None:
     if variant not in ("raw", "folds"):
         raise ValueError(f"variant must be 'raw' or 'folds', got {variant!r}")
     labels = _class_sequence(n_patients, [1, 0, 0, 1, 0], rng)  # 1 = covid (~40%)
@@ -205,9 +218,9 @@ def _write_covidctset(root: Path, rng, *, n_patients, size, slices, variant) -> 
         series = [2] + ([3, 4][: int(rng.integers(0, 3))] if label else [3][: int(rng.integers(0, 2))])
         details.append({"patient_id": patient, "group": group, "class": class_name, "n_series": len(series)})
         for k in series:
-            involvement = float(rng.uniform(0.01, 0.15)) if label else 0.0
+            extent = float(rng.uniform(*involvement)) if label else 0.0
             phantom = _scan_phantom(
-                rng, anatomy, size=size, slices=slices, lesion="ggo" if label else "none", involvement=involvement, spacing_z=(1.0, 5.0)
+                rng, anatomy, size=size, slices=slices, lesion="ggo" if label else "none", involvement=extent, spacing_z=(1.0, 5.0)
             )
             name = f"{group}_{patient}_SR_{k}"
             if variant == "raw":

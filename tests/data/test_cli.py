@@ -21,6 +21,8 @@ def test_synth_summary_split(tmp_path, capsys):
     assert sum(len(v) for v in split.values()) == 6
     assert main(["synth", "--layout", "mosmed", "--out", str(root), "--patients", "2"]) == 1
     assert "not empty" in capsys.readouterr().err
+    assert main(["synth", "--layout", "mosmed", "--out", str(tmp_path / "m2"), "--involvement", "0.1", "0.2"]) == 1
+    assert "CT-k grades" in capsys.readouterr().err
 
 
 def test_missing_root_exits_1_without_traceback(venv_bin, tmp_path):

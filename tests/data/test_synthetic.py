@@ -99,3 +99,20 @@ def test_classes_are_separable_by_lesion_statistics_but_overlap_in_size(ccccii_r
     for values in stats.values():
         sizes = [s for _, s in values]
         assert max(sizes) > 1.5 * min(sizes)
+
+
+def test_involvement_range_sets_lesion_extent(tmp_path):
+    """A larger ``involvement`` range gives larger lesions; MosMed (graded) and bad ranges are refused."""
+    def lesion_share(root):
+        index = load_dataset("ccccii", root)
+        shares = [read_mask(s.mask_path).mean() for s in index.scans if s.mask_path is not None]
+        return float(np.median(shares))
+
+    kwargs = dict(n_patients=6, seed=3, size=32, slices=(8, 10))
+    small = write_synthetic_dataset("ccccii", tmp_path / "small", involvement=(0.02, 0.05), **kwargs)
+    large = write_synthetic_dataset("ccccii", tmp_path / "large", involvement=(0.3, 0.4), **kwargs)
+    assert lesion_share(large) > 3 * lesion_share(small)
+    with pytest.raises(ValueError, match="mosmed"):
+        write_synthetic_dataset("mosmed", tmp_path / "m", involvement=(0.1, 0.2), **kwargs)
+    with pytest.raises(ValueError, match="0 < min <= max <= 1"):
+        write_synthetic_dataset("ccccii", tmp_path / "bad", involvement=(0.4, 0.2), **kwargs)
