@@ -10,7 +10,9 @@ for one-shot methods) plus everything training allocates. Time is the median wal
 step (a search step is arch step + weight step) through Lightning, after ``--warmup`` steps.
 
 ``gumbel-dnas-largest`` is GumbelDNAS with logits pinned so that every draw is that single subnet:
-the worst case of a search step (the normal run draws smaller subnets on average).
+the worst case of a search step (the normal run draws smaller subnets on average). The ``-ckpt``
+variants run GumbelDNAS with ``checkpoint_candidates=True`` (each drawn candidate's inner activations
+recomputed in backward).
 The single subnet is the largest of the space: every cell ``mbconv_k7_e4`` or every cell
 ``mbconv_k3_e6``, whichever has more FLOPs at the input, with all cells kept (full depth). All methods
 use the same data arrangement as NNI's DARTS (weight batches from the train loader, architecture
@@ -29,7 +31,8 @@ import time
 from pathlib import Path
 
 CONFIGS = {"small": (8, (16, 64, 64)), "large": (2, (32, 128, 128))}
-METHODS = ("single", "gumbel-dnas", "darts", "gumbel-darts", "gumbel-dnas-largest")
+METHODS = ("single", "gumbel-dnas", "darts", "gumbel-darts", "gumbel-dnas-largest", "gumbel-dnas-ckpt",
+           "gumbel-dnas-ckpt-largest")
 
 
 def _rss_mb() -> float:
@@ -133,14 +136,15 @@ def worker(method: str, batch: int, size: tuple[int, int, int], steps: int, warm
             kwargs = {"gradient_clip_val": 5.0}
             if method.startswith("gumbel-dnas"):
                 kwargs["arch_split"] = "val"  # NNI DARTS's arrangement: arch batches from the second loader
+                kwargs["checkpoint_candidates"] = "-ckpt" in method
             evaluator = Classification(train_dataloaders=DataLoader(data, batch_size=batch, shuffle=True),
                                        val_dataloaders=DataLoader(arch_data, batch_size=batch),
                                        num_classes=3, learning_rate=1e-3, **trainer_kwargs)
-            if method == "gumbel-dnas-largest":
+            if method.endswith("-largest"):
                 strategy = _pinned_gumbel_dnas(_largest_subnet(space.config, size)[1], **kwargs)
                 result["subnet"] = "every draw = the single subnet"
             else:
-                strategy = get(method, **kwargs)
+                strategy = get(method.removesuffix("-ckpt"), **kwargs)
             strategy(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
         timed = timer.times[warmup:]
         if len(timed) < steps:

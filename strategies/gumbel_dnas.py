@@ -499,6 +499,10 @@ class GumbelDNAS(DARTS):
     report_metric
         The logged validation metric reported to NNI (intermediate per epoch, final at the end)
         when running inside an NNI trial.
+    checkpoint_candidates
+        Run each drawn ``LayerChoice`` candidate under activation checkpointing: its inner
+        activations are recomputed in backward instead of stored. Cuts activation memory (for large
+        3D inputs) at the cost of one more forward of the candidates per step; results are unchanged.
     """
 
     #: One candidate runs per choice, so candidates may differ in output shape (read by search spaces).
@@ -522,6 +526,7 @@ class GumbelDNAS(DARTS):
         checkpoint_dir: str | Path | None = None,
         resume_from: str | Path | None = None,
         report_metric: str = "val_acc",
+        checkpoint_candidates: bool = False,
         **kwargs: Any,
     ):
         super().__init__(arc_learning_rate=arc_learning_rate, gradient_clip_val=gradient_clip_val,
@@ -546,6 +551,7 @@ class GumbelDNAS(DARTS):
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.resume_from = resume_from
         self.report_metric = report_metric
+        self.checkpoint_candidates = checkpoint_candidates
 
     # ----------------------------------------------------------------- supernet
     def default_mutation_hooks(self) -> list[MutationHook]:
@@ -572,6 +578,9 @@ class GumbelDNAS(DARTS):
         for module in model.modules():
             if isinstance(module, GumbelSuperNetModule):
                 covered.update(module.label_alphas())
+        for module in model.modules():
+            if isinstance(module, GumbelLayerChoice):
+                module.checkpoint_candidates = self.checkpoint_candidates
         missing = sorted(set(self._arch_parameters) - covered)
         if missing:
             raise TypeError(

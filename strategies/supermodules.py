@@ -13,8 +13,10 @@ Compare ``nni.nas.oneshot.pytorch.supermodule.sampling`` (one path, no logits) a
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -100,6 +102,31 @@ def _scale(output: Any, weight: torch.Tensor | None) -> Any:
     if isinstance(output, dict):
         return {k: _scale(v, weight) for k, v in output.items()}
     return output
+
+
+@contextlib.contextmanager
+def _keep_batchnorm_stats(module: nn.Module) -> Iterator[None]:
+    """Undo running-statistics updates made inside the block (a recomputed forward must not count twice)."""
+    saved = [(m, [b.clone() for b in m.buffers(recurse=False)]) for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, buffers in saved:
+                for buffer, value in zip(m.buffers(recurse=False), buffers):
+                    buffer.copy_(value)
+
+
+def _recompute_contexts(module: nn.Module) -> tuple[Any, Any]:
+    return contextlib.nullcontext(), _keep_batchnorm_stats(module)
+
+
+def run_checkpointed(module: nn.Module, *args: torch.Tensor) -> Any:
+    """``module(*args)`` keeping only its inputs for backward: the activations inside are recomputed
+    during backward (less memory, one more forward). BatchNorm statistics are updated once."""
+    from torch.utils.checkpoint import checkpoint
+
+    return checkpoint(module, *args, use_reentrant=False, context_fn=partial(_recompute_contexts, module))
 
 
 def _nested_supernet_params(module: nn.Module) -> set[int]:
@@ -188,7 +215,13 @@ class GumbelSuperNetModule(BaseSuperNetModule):
 
 
 class GumbelLayerChoice(LayerChoice, GumbelSuperNetModule):
-    """``LayerChoice`` that runs only the drawn candidate, scaled by its straight-through weight."""
+    """``LayerChoice`` that runs only the drawn candidate, scaled by its straight-through weight.
+
+    With ``checkpoint_candidates`` set, a drawn candidate with parameters runs under activation
+    checkpointing while training (see :func:`run_checkpointed`).
+    """
+
+    checkpoint_candidates: bool = False
 
     def __init__(self, candidates: list[nn.Module] | dict[str, nn.Module], alpha: nn.Parameter, label: str):
         super().__init__(candidates, label=label)
@@ -226,7 +259,12 @@ class GumbelLayerChoice(LayerChoice, GumbelSuperNetModule):
         if self._draw is None:
             raise RuntimeError(f"LayerChoice {self.label!r}: no path drawn before forward")
         self._capture(*args, **kwargs)
-        output = self[self.names[self._draw.index]](*args, **kwargs)
+        candidate = self[self.names[self._draw.index]]
+        if (self.checkpoint_candidates and self.training and torch.is_grad_enabled() and not kwargs
+                and any(True for _ in candidate.parameters())):
+            output = run_checkpointed(candidate, *args)
+        else:
+            output = candidate(*args, **kwargs)
         return _scale(output, self._draw.weight)
 
 

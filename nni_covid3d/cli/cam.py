@@ -63,11 +63,14 @@ def run(args: argparse.Namespace) -> int:
         tolerance_mm=args.tolerance_mm, n_overlays=args.overlays,
     )
     print(f"{meta.get('model_name')}: {report['n_scans']} scans with lesion masks, tolerance {args.tolerance_mm} mm")
+    within = f" within {args.tolerance_mm:g} mm" if args.tolerance_mm > 0 else ""
     for method in args.methods:
         r = report[method]
         print(
             f"  {method:<10} layer {r['layer']} (feature map {'x'.join(map(str, r['feature_shape']))}): "
-            f"hit rate {r['hit_rate']:.3f}, energy in lesion {r['energy_share']:.3f} (uniform map: {r['chance_energy']:.3f})"
+            f"hit rate {r['hit_rate']:.3f}{within} (strict {r['hit_rate_strict']:.3f}; another scan's map "
+            f"{r['shuffled_hit_rate']:.3f}, random point {r['chance_hit_rate']:.3f}), "
+            f"energy in lesion {r['energy_share']:.3f} (uniform map: {r['chance_energy']:.3f})"
         )
     print(f"wrote {args.out / 'cam_scores.json'}, {args.out / 'cam_scores.csv'}" + (f" and overlays under {args.out}/<method>/" if args.overlays else ""))
     return 0

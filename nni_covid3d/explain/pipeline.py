@@ -25,7 +25,7 @@ from nni_covid3d.explain.outputs import (
     slice_affine,
     slice_relevance,
 )
-from nni_covid3d.explain.scoring import energy_share, mask_fraction, pointing_game
+from nni_covid3d.explain.scoring import chance_hit_rate, energy_share, mask_fraction, pointing_game
 
 __all__ = [
     "ScanCam",
@@ -187,7 +187,10 @@ def score_cams(
     scored on the scan's own volume grid:
 
     - ``hit_rate``: pointing game, share of scans whose heatmap maximum lies inside the lesion
-      (within ``tolerance_mm`` of it when > 0);
+      (within ``tolerance_mm`` of it when > 0), with ``hit_rate_strict`` (no tolerance) and two
+      controls: ``chance_hit_rate`` (a uniformly random point) and ``shuffled_hit_rate`` (each scan
+      scored with the next scan's map: a map that always points at the same place, e.g. the centre
+      of the lungs, scores as well there as on its own scan);
     - ``energy_share``: mean share of heatmap mass inside the lesion, beside ``chance_energy`` (the
       mean lesion volume fraction, what a uniform map scores).
 
@@ -210,9 +213,10 @@ def score_cams(
     for method in methods:
         torch.manual_seed(0)
         explainer = CamExplainer(model, input_shape, method=method, target_layer=target_layer)
-        rows = []
+        rows, model_grid_maps = [], []
         for index, scan in enumerate(scored):
             result = explain_scan(explainer, scan, preprocessing, class_idx=scan.label)
+            model_grid_maps.append(result.cam.heatmap)
             mask = read_mask(scan.mask_path)
             if mask.shape != result.heatmap.shape:
                 raise ValueError(f"{scan.mask_path}: mask shape {mask.shape} differs from the scan's {result.heatmap.shape}")
@@ -222,6 +226,8 @@ def score_cams(
                 {
                     "scan": scan_name(scan),
                     "hit": pointing_game(result.heatmap, mask, tolerance_mm=tolerance_mm, spacing=scan.spacing),
+                    "hit_strict": pointing_game(result.heatmap, mask),
+                    "chance_hit": chance_hit_rate(mask, tolerance_mm, scan.spacing),
                     "energy_share": energy_share(result.heatmap, mask),
                     "mask_fraction": mask_fraction(mask),
                     "p_true": float(result.cam.probabilities[scan.label]),
@@ -230,10 +236,17 @@ def score_cams(
             )
             if out_dir is not None and index < n_overlays:
                 write_scan_cam(result, Path(out_dir) / method / scan_name(scan), class_names, mask=mask)
+        for index, scan in enumerate(scored):  # control: the next scan's map on this scan's lesions
+            mask = read_mask(scan.mask_path)
+            other = resize_map(model_grid_maps[(index + 1) % len(scored)], mask.shape)
+            rows[index]["shuffled_hit"] = len(scored) > 1 and pointing_game(other, mask, tolerance_mm=tolerance_mm, spacing=scan.spacing)
         report["layer"] = explainer.layer
         report["feature_shape"] = list(explainer.feature_shape)
         report[method] = {
             "hit_rate": float(np.mean([r["hit"] for r in rows])),
+            "hit_rate_strict": float(np.mean([r["hit_strict"] for r in rows])),
+            "chance_hit_rate": float(np.mean([r["chance_hit"] for r in rows])),
+            "shuffled_hit_rate": float(np.mean([r["shuffled_hit"] for r in rows])),
             "energy_share": float(np.mean([r["energy_share"] for r in rows])),
             "chance_energy": float(np.mean([r["mask_fraction"] for r in rows])),
             "layer": explainer.layer,
@@ -252,10 +265,12 @@ def _write_scores(report: dict[str, Any], out_dir: Path, methods: Sequence[str])
     (out_dir / "cam_scores.json").write_text(json.dumps(report, indent=2))
     with open(out_dir / "cam_scores.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", "scan", "hit", "energy_share", "mask_fraction", "p_true", "predicted"])
+        writer.writerow(["method", "scan", "hit", "hit_strict", "shuffled_hit", "chance_hit", "energy_share",
+                         "mask_fraction", "p_true", "predicted"])
         for method in methods:
             for row in report[method]["per_scan"]:
-                writer.writerow([method, row["scan"], int(row["hit"]), f"{row['energy_share']:.4f}",
+                writer.writerow([method, row["scan"], int(row["hit"]), int(row["hit_strict"]), int(row["shuffled_hit"]),
+                                 f"{row['chance_hit']:.4f}", f"{row['energy_share']:.4f}",
                                  f"{row['mask_fraction']:.4f}", f"{row['p_true']:.4f}", row["predicted"]])
 
 

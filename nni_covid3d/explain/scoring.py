@@ -5,7 +5,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["pointing_game", "energy_share", "mask_fraction"]
+__all__ = ["pointing_game", "energy_share", "mask_fraction", "near_lesion", "chance_hit_rate"]
 
 
 def pointing_game(
@@ -30,12 +30,22 @@ def pointing_game(
     peak = heatmap.max()
     if peak <= heatmap.min():
         return False
-    if tolerance_mm > 0:
-        from scipy.ndimage import distance_transform_edt
+    return bool(near_lesion(mask, tolerance_mm, spacing)[heatmap >= peak].all())
 
-        distance = distance_transform_edt(~lesion, sampling=tuple(spacing) if spacing else None)
-        lesion = distance <= tolerance_mm
-    return bool(lesion[heatmap >= peak].all())
+
+def near_lesion(mask: np.ndarray, tolerance_mm: float = 0.0, spacing: Sequence[float] | None = None) -> np.ndarray:
+    """Boolean (D, H, W): inside the lesion, or within ``tolerance_mm`` of it (``spacing`` (z, y, x) mm)."""
+    lesion = mask > 0
+    if tolerance_mm <= 0:
+        return lesion
+    from scipy.ndimage import distance_transform_edt
+
+    return distance_transform_edt(~lesion, sampling=tuple(spacing) if spacing else None) <= tolerance_mm
+
+
+def chance_hit_rate(mask: np.ndarray, tolerance_mm: float = 0.0, spacing: Sequence[float] | None = None) -> float:
+    """The pointing-game hit probability of a uniformly random point: the share of voxels near the lesion."""
+    return float(near_lesion(mask, tolerance_mm, spacing).mean())
 
 
 def energy_share(heatmap: np.ndarray, mask: np.ndarray) -> float:

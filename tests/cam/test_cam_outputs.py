@@ -16,7 +16,7 @@ from nni_covid3d.explain.outputs import (
     slice_affine,
     slice_relevance,
 )
-from nni_covid3d.explain.scoring import energy_share, mask_fraction, pointing_game
+from nni_covid3d.explain.scoring import chance_hit_rate, energy_share, mask_fraction, pointing_game
 
 
 def _oblique_nifti(path, shape=(10, 12, 6)):
@@ -90,6 +90,9 @@ def test_pointing_game_and_energy():
     assert pointing_game(off, mask, tolerance_mm=2.0, spacing=(5.0, 1.0, 1.0))
     assert not pointing_game(off, mask, tolerance_mm=2.0, spacing=(5.0, 1.5, 1.5))
     assert not pointing_game(np.zeros_like(heat), mask)  # an empty map is a miss
+    assert chance_hit_rate(mask) == pytest.approx(4 / 400)
+    # within 2 mm at 1 mm in-plane (5 mm slices: in-plane only): the 2x2 lesion grows to a 6x6 square less 3 voxels per corner
+    assert chance_hit_rate(mask, 2.0, (5.0, 1.0, 1.0)) == pytest.approx(24 / 400)
     uniform = np.ones_like(heat)
     assert energy_share(uniform, mask) == pytest.approx(mask_fraction(mask)) == pytest.approx(4 / 400)
     with pytest.raises(ValueError, match="non-empty"):

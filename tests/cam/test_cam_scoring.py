@@ -62,11 +62,15 @@ def test_maps_land_on_the_lesion_through_resampling_and_orientation(blob_checkpo
     for method in ("gradcam", "cam"):
         result = report[method]
         # the model only responds to the lesion, so a correctly mapped heatmap points into it
-        assert result["hit_rate"] == 1.0
+        assert result["hit_rate"] == result["hit_rate_strict"] == 1.0
         assert result["energy_share"] > 10 * result["chance_energy"]
+        # controls: lesions sit at different places, so another scan's map misses; a random point rarely hits
+        assert result["shuffled_hit_rate"] == 0.0
+        assert result["chance_hit_rate"] == pytest.approx(72 / (12 * 40 * 36))
         assert result["feature_shape"] == [8, 32, 32]
     rows = list(csv.DictReader(open(tmp_path / "out" / "cam_scores.csv")))
     assert len(rows) == 6 and {r["predicted"] for r in rows} == {"NCP"}
+    assert {r["hit_strict"] for r in rows} == {"1"} and {r["shuffled_hit"] for r in rows} == {"0"}
     assert json.loads((tmp_path / "out" / "cam_scores.json").read_text())["gradcam"]["hit_rate"] == 1.0
     assert (tmp_path / "out" / "gradcam" / "p0_1" / "montage.png").is_file()
     assert not (tmp_path / "out" / "gradcam" / "p1_1").exists()  # only n_overlays scans
