@@ -10,8 +10,8 @@ a worked example of the command line:
 4. ``retrain``  that architecture from scratch on the same split, selected on validation, tested once;
 5. ``compare``  the searched model beside MC3_18, DenseNet3D121 and ResNet3D101 (size, FLOPs and
                 latency only: training them takes hours on a CPU), with the papers' reported rows;
-6. ``cam``      Grad-CAM maps of the searched model on COVID test scans, scored against the lesion
-                masks, with overlays;
+6. ``cam``      Grad-CAM and occlusion-sensitivity maps of the searched model on COVID test scans,
+                scored against the lesion masks, with overlays;
 7. ``predict``  one test scan, as a user would with a new scan.
 
 The retrain step writes into the comparison's run folder for ``covidnet3d``, so ``compare`` reuses
@@ -98,7 +98,8 @@ def run_demo(out_dir: Path, settings: DemoSettings = DemoSettings()) -> int:
                        "--models", "covidnet3d", "--cost-only", "mc3_18", "densenet3d121", "resnet3d101",
                        "--out", str(compare_dir)])
     best = retrain_dir / "checkpoints" / "best.ckpt"
-    _run("6 cam", ["cam", "--ckpt", str(best), "--out", str(cam_dir), "--overlays", "3"])
+    _run("6 cam", ["cam", "--ckpt", str(best), "--out", str(cam_dir), "--methods", "gradcam", "occlusion",
+                   "--overlays", "3"])
     test_scan = _first_test_scan(data_root, split)
     _run("7 predict", ["predict", "--ckpt", str(best), str(test_scan), "--cam", str(out_dir / "predict_cam")])
 

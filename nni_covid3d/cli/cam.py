@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split-file", type=Path, help="split JSON (default: the checkpoint's)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"), help="which scans (default: test)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--methods", nargs="+", default=["gradcam"], choices=("gradcam", "gradcampp", "cam"))
+    parser.add_argument("--methods", nargs="+", default=["gradcam"], choices=("gradcam", "gradcampp", "cam", "occlusion"))
     parser.add_argument("--layer", default=None, help="target layer (default per model family; 'auto': deepest layer keeping >= 4 slices)")
     parser.add_argument("--tolerance-mm", type=float, default=0.0, help="pointing-game tolerance around the lesion in mm (default 0: strict)")
     parser.add_argument("--overlays", type=int, default=3, help="write CAM files for this many scored scans (default 3)")

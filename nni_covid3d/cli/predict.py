@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("input", type=Path, metavar="INPUT", help="scan file/folder, or a folder of scans")
     parser.add_argument("--ckpt", "--model", dest="ckpt", type=Path, required=True, help="nni-covid3d checkpoint (.ckpt)")
     parser.add_argument("--cam", type=Path, metavar="OUTDIR", help="write CAM files (NIfTI heatmap, montage, slice relevance) here")
-    parser.add_argument("--cam-method", default="gradcam", choices=("gradcam", "gradcampp", "cam"))
+    parser.add_argument("--cam-method", default="gradcam", choices=("gradcam", "gradcampp", "cam", "occlusion"))
     parser.add_argument("--cam-layer", default=None, help="target layer name ('auto': deepest layer keeping >= 4 slices)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument("--csv", type=Path, default=None, help="batch mode: CSV to write (default: predictions.csv)")

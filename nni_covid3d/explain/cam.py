@@ -12,7 +12,7 @@ from nni_covid3d.explain.layers import default_fc_layer, default_target_layer, f
 
 __all__ = ["METHODS", "CamMap", "CamExplainer", "normalize_map"]
 
-METHODS = ("gradcam", "gradcampp", "cam")
+METHODS = ("gradcam", "gradcampp", "cam", "occlusion")
 
 
 def normalize_map(x: torch.Tensor) -> torch.Tensor:
@@ -26,6 +26,10 @@ def normalize_map(x: torch.Tensor) -> torch.Tensor:
     high = flat.max(dim=1).values.view(-1, *[1] * (x.dim() - 1))
     span = high - low
     return torch.where(span > 0, (x - low) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(x))
+
+
+def _softmax_over_classes(logits: torch.Tensor) -> torch.Tensor:
+    return logits.softmax(dim=1)
 
 
 @dataclass
@@ -46,7 +50,9 @@ class CamExplainer:
     Args:
         model: a 3D classifier taking (N, C, D, H, W) and returning logits (N, K).
         input_shape: (C, D, H, W) of the model's input, used to find default layers.
-        method: ``"gradcam"``, ``"gradcampp"`` or ``"cam"`` (plain CAM, needs an ``nn.Linear`` head).
+        method: ``"gradcam"``, ``"gradcampp"``, ``"cam"`` (plain CAM, needs an ``nn.Linear`` head) or
+            ``"occlusion"`` (MONAI's ``OcclusionSensitivity``: no layer, one forward pass per occluded
+            box, about 1,000 at 16x64x64; the map is the drop of the class probability).
         target_layer: module name to read the feature map from; ``None`` picks the default for the
             model family (see :func:`~nni_covid3d.explain.layers.default_target_layer`), ``"auto"``
             the deepest layer that keeps depth >= ``min_depth`` for any model.
@@ -65,13 +71,23 @@ class CamExplainer:
         fc_layer: str | None = None,
         min_depth: int = 4,
     ) -> None:
-        from monai.visualize import CAM, GradCAM, GradCAMpp
+        from monai.visualize import CAM, GradCAM, GradCAMpp, OcclusionSensitivity
 
         if method not in METHODS:
             raise ValueError(f"unknown CAM method {method!r}; choose from {', '.join(METHODS)}")
         probe_shape = (1, *input_shape)
         self.model = model.eval()
         self.method = method
+        if method == "occlusion":
+            # Perturbation, no layer: a Gaussian-weighted box (1/4 of the depth, 1/8 in-plane) darkens
+            # each region in turn; the map is the drop of the class probability.
+            spatial = tuple(int(v) for v in input_shape[1:])
+            mask_size = tuple(max(1, n // k) for n, k in zip(spatial, (4, 8, 8)))
+            self.layer, self.feature_shape = "input", spatial
+            # activate=True would pick sigmoid for 1-channel *inputs*: pass the softmax explicitly.
+            self._occlusion = OcclusionSensitivity(model, mask_size=mask_size, n_batch=16, mode="gaussian",
+                                                   overlap=0.5, activate=_softmax_over_classes, verbose=False)
+            return
         if method == "cam":
             found_layer, found_fc = default_fc_layer(model, probe_shape)
             layer = found_layer if target_layer in (None, "auto") else target_layer
@@ -101,8 +117,13 @@ class CamExplainer:
         with torch.no_grad():
             probabilities = torch.softmax(self.model(x.detach()), dim=1)[0]
         target = int(probabilities.argmax()) if class_idx is None else int(class_idx)
-        with torch.enable_grad():
-            heat = self._cam(x, class_idx=torch.tensor([target], device=device))
+        if self.method == "occlusion":
+            with torch.no_grad():
+                occluded, _ = self._occlusion(x.detach())
+            heat = normalize_map((probabilities[target] - occluded[:, target : target + 1]).clamp(min=0))
+        else:
+            with torch.enable_grad():
+                heat = self._cam(x, class_idx=torch.tensor([target], device=device))
         return CamMap(
             heatmap=heat[0, 0].detach().cpu().numpy().astype(np.float32),
             class_idx=target,
