@@ -9,6 +9,12 @@ plus ``--mem-limit-gb``); running out of memory is recorded as a result. Memory 
 for one-shot methods) plus everything training allocates. Time is the median wall time of a training
 step (a search step is arch step + weight step) through Lightning, after ``--warmup`` steps.
 
+With ``--accelerator gpu`` each run trains on the first CUDA device; memory is then the peak of
+``torch.cuda.max_memory_allocated`` (tensors only: model, gradients, optimizer state, activations),
+the clock is synchronised around each step, and no address-space limit is set (CUDA reserves a large
+virtual address space); running out of GPU memory is still recorded as a result. ``--configs xl``
+(batch 8 at 32x128x128) is meant for the GPU.
+
 ``gumbel-dnas-largest`` is GumbelDNAS with logits pinned so that every draw is that single subnet:
 the worst case of a search step (the normal run draws smaller subnets on average). The ``-ckpt``
 variants run GumbelDNAS with ``checkpoint_candidates=True`` (each drawn candidate's inner activations
@@ -30,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-CONFIGS = {"small": (8, (16, 64, 64)), "large": (2, (32, 128, 128))}
+CONFIGS = {"small": (8, (16, 64, 64)), "large": (2, (32, 128, 128)), "xl": (8, (32, 128, 128))}
 METHODS = ("single", "gumbel-dnas", "darts", "gumbel-darts", "gumbel-dnas-largest", "gumbel-dnas-ckpt",
            "gumbel-dnas-ckpt-largest")
 
@@ -80,7 +86,8 @@ def _pinned_gumbel_dnas(sample: dict, **kwargs):
     return Pinned(temperature=0.1, **kwargs)
 
 
-def worker(method: str, batch: int, size: tuple[int, int, int], steps: int, warmup: int, mem_limit_gb: float) -> dict:
+def worker(method: str, batch: int, size: tuple[int, int, int], steps: int, warmup: int, mem_limit_gb: float,
+           accelerator: str = "cpu") -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -112,14 +119,37 @@ def worker(method: str, batch: int, size: tuple[int, int, int], steps: int, warm
             self.times.append(time.perf_counter() - self.start)
             self.cpu_times.append(time.process_time() - self.cpu_start)
 
-    timer = StepTimer()
-    trainer_kwargs = dict(max_epochs=1, limit_train_batches=steps + warmup, limit_val_batches=0, accelerator="cpu",
+    on_gpu = accelerator == "gpu"
+
+    def sync() -> None:
+        if on_gpu:
+            torch.cuda.synchronize()
+
+    class StepTimerSynced(StepTimer):
+        def on_train_batch_start(self, *args) -> None:
+            sync()
+            super().on_train_batch_start(*args)
+
+        def on_train_batch_end(self, *args) -> None:
+            sync()
+            super().on_train_batch_end(*args)
+
+    timer = StepTimerSynced()
+    trainer_kwargs = dict(max_epochs=1, limit_train_batches=steps + warmup, limit_val_batches=0, accelerator=accelerator,
                           devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                           enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer])
-    baseline = _rss_mb()
-    limit = int(_vms_bytes() + mem_limit_gb * 2**30)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    result = {"method": method, "batch": batch, "size": list(size), "threads": torch.get_num_threads()}
+    if on_gpu:
+        torch.cuda.init()
+        torch.cuda.reset_peak_memory_stats()
+        baseline = torch.cuda.memory_allocated() / 2**20
+    else:
+        baseline = _rss_mb()
+        limit = int(_vms_bytes() + mem_limit_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    result = {"method": method, "batch": batch, "size": list(size), "threads": torch.get_num_threads(),
+              "accelerator": accelerator}
+    if on_gpu:
+        result["device"] = torch.cuda.get_device_name(0)
     try:
         space = CovidNet3DSpace("S", num_classes=3)
         if method == "single":
@@ -155,7 +185,11 @@ def worker(method: str, batch: int, size: tuple[int, int, int], steps: int, warm
         message = str(error)
         oom = isinstance(error, MemoryError) or "allocate" in message or "out of memory" in message
         result.update(status="oom" if oom else "error", error=message[-300:])
-    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - baseline
+    if on_gpu:
+        result["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20 - baseline
+        result["reserved_mb"] = torch.cuda.max_memory_reserved() / 2**20
+    else:
+        result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - baseline
     result["baseline_mb"] = baseline
     return result
 
@@ -163,7 +197,7 @@ def worker(method: str, batch: int, size: tuple[int, int, int], steps: int, warm
 def run_one(method: str, config: str, args: argparse.Namespace) -> dict:
     batch, size = CONFIGS[config]
     cmd = [sys.executable, __file__, "--worker", method, "--config", config, "--steps", str(args.steps),
-           "--warmup", str(args.warmup), "--mem-limit-gb", str(args.mem_limit_gb)]
+           "--warmup", str(args.warmup), "--mem-limit-gb", str(args.mem_limit_gb), "--accelerator", args.accelerator]
     start = time.perf_counter()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
@@ -205,7 +239,7 @@ def table(results: list[dict]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=["small", "large"], choices=list(CONFIGS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--merge", action="store_true", help="add to the results already in --out")
     parser.add_argument("--table-only", action="store_true", help="print the table of the results in --out")
@@ -213,13 +247,18 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=1, help="untimed first steps")
     parser.add_argument("--mem-limit-gb", type=float, default=8.0)
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per run")
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("bench_search.json"))
+    parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--out", type=Path, help="results JSON (default: bench_search.json, or "
+                        "bench_search_gpu.json with --accelerator gpu, beside this script)")
     parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--config", choices=list(CONFIGS), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.out is None:
+        args.out = Path(__file__).with_name("bench_search_gpu.json" if args.accelerator == "gpu" else "bench_search.json")
     if args.worker:
         batch, size = CONFIGS[args.config]
-        print(json.dumps(worker(args.worker, batch, size, args.steps, args.warmup, args.mem_limit_gb)), flush=True)
+        print(json.dumps(worker(args.worker, batch, size, args.steps, args.warmup, args.mem_limit_gb,
+                                args.accelerator)), flush=True)
         return 0
     if args.table_only:
         print(table(json.loads(args.out.read_text())))

@@ -41,7 +41,7 @@ from .supermodules import (
     GumbelRepeat,
     GumbelSuperNetModule,
     check_categorical,
-    hard_gumbel_draw,
+    hard_gumbel_draws,
     parameter_bytes,
     reject_unsupported,
 )
@@ -232,7 +232,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
         step_seed = ((self.seed * 1_000_003 + self.trainer.current_epoch) * 1_000_003 + self._batch_idx) * 2 + phase
         generator = torch.Generator().manual_seed(step_seed % (2**63))
         tau = float(self.temperature)
-        draws = {label: hard_gumbel_draw(alpha, tau, generator) for label, alpha in self.label_alphas().items()}
+        draws = hard_gumbel_draws(self.label_alphas(), tau, generator)
         self._set_draws(draws)
         self._last_draws = draws
         return draws
@@ -335,46 +335,53 @@ class GumbelDNASLightningModule(DartsLightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int):
         self._batch_idx = batch_idx
-        arc_optim = self.architecture_optimizers()
         if self.trainer.current_epoch >= self.warmup_epochs:
-            # Arch step: gradients for the logits only (weights need none here, which saves their
-            # gradient computation); averaged over ranks by hand since it bypasses DDP's reducer.
-            self.draw(phase=0)
-
-            def arch_forward() -> Any:
-                return self.training_module.training_step(batch["arch"], 2 * batch_idx)
-
-            if self.flops_budget is not None and self._flops is None:
-                arch_output = self._measure_flops(arch_forward)
-            else:
-                arch_output = arch_forward()
-            arch_loss = self._loss(arch_output)
-            if self.flops_budget is not None:
-                expected_flops, _ = self.expected_flops()
-                penalty = self.penalty_weight * F.relu(expected_flops / self.flops_budget - 1.0)
-                self.log("arch/flops_penalty", penalty.detach())
-                arch_loss = arch_loss + penalty
-            if self.size_budget_mb is not None:
-                expected, _ = self.expected_size_mb()
-                penalty = self.penalty_weight * F.relu(expected / self.size_budget_mb - 1.0)
-                self.log("arch/size_penalty", penalty.detach())
-                arch_loss = arch_loss + penalty
-            alphas = self.arch_parameters()
-            grads = torch.autograd.grad(arch_loss, alphas, allow_unused=True)
-            grads = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads)]
-            _all_reduce_mean(grads)
-            arc_optim.zero_grad()
-            for alpha, grad in zip(alphas, grads):
-                alpha.grad = grad
-            arc_optim.step()
-            self.log("arch/loss", arch_loss.detach())
-
+            self.architecture_step(batch["arch"], batch_idx)
         # Weight step on a fresh draw; the weight optimiser never holds the logits.
         self.draw(phase=1)
         output = self.training_module.training_step(batch["train"], 2 * batch_idx + 1)
         self.advance_optimization(self._loss(output), batch_idx, self.gradient_clip_val)
         self.advance_lr_schedulers(batch_idx)
         return output
+
+    def architecture_step(self, batch: Any, batch_idx: int) -> None:
+        """One update of the logits on a held-out batch, through one drawn path.
+
+        Gradients go to the logits only (the weights need none here, which saves their gradient
+        computation), averaged over ranks by hand since this bypasses DDP's reducer. A method of its
+        own so that its graph (activations before the first choice are never freed by the backward
+        pass to the logits) is gone before the weight step allocates its own.
+        """
+        arc_optim = self.architecture_optimizers()
+        self.draw(phase=0)
+
+        def arch_forward() -> Any:
+            return self.training_module.training_step(batch, 2 * batch_idx)
+
+        if self.flops_budget is not None and self._flops is None:
+            arch_output = self._measure_flops(arch_forward)
+        else:
+            arch_output = arch_forward()
+        arch_loss = self._loss(arch_output)
+        if self.flops_budget is not None:
+            expected_flops, _ = self.expected_flops()
+            penalty = self.penalty_weight * F.relu(expected_flops / self.flops_budget - 1.0)
+            self.log("arch/flops_penalty", penalty.detach())
+            arch_loss = arch_loss + penalty
+        if self.size_budget_mb is not None:
+            expected, _ = self.expected_size_mb()
+            penalty = self.penalty_weight * F.relu(expected / self.size_budget_mb - 1.0)
+            self.log("arch/size_penalty", penalty.detach())
+            arch_loss = arch_loss + penalty
+        alphas = self.arch_parameters()
+        grads = torch.autograd.grad(arch_loss, alphas, allow_unused=True)
+        grads = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads)]
+        _all_reduce_mean(grads)
+        arc_optim.zero_grad()
+        for alpha, grad in zip(alphas, grads):
+            alpha.grad = grad
+        arc_optim.step()
+        self.log("arch/loss", arch_loss.detach())
 
     @staticmethod
     def _loss(output: Any) -> torch.Tensor:

@@ -17,7 +17,7 @@ import contextlib
 import math
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -29,6 +29,7 @@ from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 __all__ = [
     "Draw",
     "hard_gumbel_draw",
+    "hard_gumbel_draws",
     "GumbelSuperNetModule",
     "GumbelLayerChoice",
     "GumbelInputChoice",
@@ -58,14 +59,36 @@ def hard_gumbel_draw(alpha: torch.Tensor, tau: float, generator: torch.Generator
     ``alpha``: [K] logits. The uniform noise is drawn on the CPU from ``generator`` (so that every
     DDP rank seeded alike draws the same path) and moved to ``alpha``'s device.
     """
-    uniform = torch.rand(alpha.shape, generator=generator, dtype=torch.float32)
-    gumbel = -torch.log(-torch.log(uniform.clamp_(1e-10, 1.0 - 1e-7))).to(alpha.device, alpha.dtype)
-    soft = F.softmax((alpha + gumbel) / tau, dim=-1)
-    index = int(torch.argmax(soft.detach()).item())
-    hard = torch.zeros_like(soft)
-    hard[index] = 1.0
-    straight_through = hard - soft.detach() + soft
-    return Draw(index, straight_through[index])
+    return hard_gumbel_draws({"": alpha}, tau, generator)[""]
+
+
+def hard_gumbel_draws(
+    alphas: Mapping[str, torch.Tensor], tau: float, generator: torch.Generator | None = None
+) -> dict[str, Draw]:
+    """:func:`hard_gumbel_draw` for every label at once: ``{label: [K_label] logits}`` -> ``{label: Draw}``.
+
+    The noise is drawn label by label in the mapping's order (the same numbers as one call per label),
+    but moved to the device in one copy and the indices read back in one transfer: on a GPU, one
+    synchronisation per step instead of one per label.
+    """
+    if not alphas:
+        return {}
+    labels = list(alphas)
+    noise = []
+    for label in labels:
+        uniform = torch.rand(alphas[label].shape, generator=generator, dtype=torch.float32)
+        noise.append(-torch.log(-torch.log(uniform.clamp_(1e-10, 1.0 - 1e-7))))
+    first = alphas[labels[0]]
+    noise_on_device = torch.cat(noise).to(first.device, first.dtype).split([n.numel() for n in noise])
+    softs = [F.softmax((alphas[label] + g) / tau, dim=-1) for label, g in zip(labels, noise_on_device)]
+    indices = torch.stack([torch.argmax(soft.detach()) for soft in softs]).tolist()
+    draws = {}
+    for label, soft, index in zip(labels, softs, indices):
+        hard = torch.zeros_like(soft)
+        hard[index] = 1.0
+        straight_through = hard - soft.detach() + soft
+        draws[label] = Draw(int(index), straight_through[index])
+    return draws
 
 
 def parameter_bytes(module: nn.Module, exclude: set[int] | None = None) -> int:
