@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import weakref
 from collections import defaultdict
 
 import pytest
@@ -79,6 +80,60 @@ def test_alpha_gradients_and_exactly_one_candidate_per_choice():
     drawn_ops = {ran["op"][0] for ran in recorder.passes}
     assert len(drawn_ops) > 1, "the draw never changed"
     assert set(strategy.export()) == {"op", "depth", "act", "skip"}
+
+
+class _Saved:
+    """What autograd holds for one tensor saved for backward (weak-referenceable)."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor.detach()  # no grad_fn: a saved output must not hold its own graph node
+
+
+class ArchActivationWatcher(pl.Callback):
+    """Counts, at the start of each weight-step forward, the tensors that the architecture step's
+    autograd graph still holds (saved-tensor hooks around the architecture-step forward)."""
+
+    def __init__(self):
+        self.arch_saved: list[weakref.ref] = []
+        self.alive_at_weight_step: list[int] = []
+        self.training_passes = 0
+        self._hooks = None
+
+    def on_fit_start(self, trainer, module):
+        module.model.register_forward_pre_hook(self._pass_starts)
+        module.model.register_forward_hook(self._pass_ends)
+
+    def _pack(self, tensor):
+        saved = _Saved(tensor)
+        self.arch_saved.append(weakref.ref(saved))
+        return saved
+
+    def _pass_starts(self, model, args):
+        if not model.training:
+            return
+        if self.training_passes % 2 == 0:  # passes alternate: architecture step, weight step
+            self.arch_saved = []
+            self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda saved: saved.tensor)
+            self._hooks.__enter__()
+        else:
+            self.alive_at_weight_step.append(sum(ref() is not None for ref in self.arch_saved))
+        self.training_passes += 1
+
+    def _pass_ends(self, model, args, output):
+        if self._hooks is not None:
+            self._hooks.__exit__(None, None, None)
+            self._hooks = None
+
+
+def test_architecture_step_activations_are_freed_before_the_weight_step():
+    # The backward pass to the logits never runs the nodes before the first choice, so their saved
+    # activations live as long as the architecture loss does: it must be gone before the weight step.
+    torch.manual_seed(0)
+    watcher = ArchActivationWatcher()
+    evaluator = make_evaluator(image_dataset(64), image_dataset(32, seed=1), epochs=1, callbacks=[watcher])
+    run_search(MixedSpace(), evaluator, GumbelDNAS(seed=0, warmup_epochs=0))
+    assert watcher.alive_at_weight_step, "no weight step ran"
+    assert watcher.alive_at_weight_step == [0] * len(watcher.alive_at_weight_step)
 
 
 def _planted_search(seed: int, arc_learning_rate: float) -> int:
