@@ -214,11 +214,21 @@ def run_one(method: str, config: str, args: argparse.Namespace) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    rows = ["| input | method | status | peak memory (MB) | step wall (s) | step CPU (s) | mem / single | "
-            "mem / GumbelDARTS | CPU time / single | DARTS CPU time / this | wall / single | DARTS wall / this |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    """Markdown table with ratios to the single subnet and to DARTS / GumbelDARTS of the same input.
+
+    CPU results compare process CPU time and wall time; GPU results wall time only (the step is
+    synchronised, and the CPU time is the host's).
+    """
+    on_gpu = any(r.get("accelerator") == "gpu" for r in results)
+    if on_gpu:
+        rows = ["| input | method | status | peak memory (MB) | step (ms) | mem / single | mem / GumbelDARTS | "
+                "time / single | DARTS time / this |", "|---|---|---|---|---|---|---|---|---|"]
+    else:
+        rows = ["| input | method | status | peak memory (MB) | step wall (s) | step CPU (s) | mem / single | "
+                "mem / GumbelDARTS | CPU time / single | DARTS CPU time / this | wall / single | DARTS wall / this |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     by = {(r["batch"], tuple(r["size"]), r["method"]): r for r in results}
-    for r in sorted(results, key=lambda r: (r["size"][0], METHODS.index(r["method"]))):
+    for r in sorted(results, key=lambda r: (r["size"][0], r["batch"], METHODS.index(r["method"]))):
         key = (r["batch"], tuple(r["size"]))
         single, gd, darts = (by.get((*key, m)) for m in ("single", "gumbel-darts", "darts"))
 
@@ -228,10 +238,15 @@ def table(results: list[dict]) -> str:
             return "n/a" if not b or b.get("status") == "ok" else f"({b['method']} {b['status']})"
 
         mem = f"{r['peak_mb']:.0f}" if "peak_mb" in r else "n/a"
+        head = f"| {r['batch']}x{'x'.join(map(str, r['size']))} | {r['method']} | {r['status']} | {mem} | "
+        if on_gpu:
+            step = f"{r['step_s'] * 1000:.1f}" if "step_s" in r else "n/a"
+            rows.append(head + f"{step} | {ratio(r, single, 'peak_mb')} | {ratio(r, gd, 'peak_mb')} | "
+                        f"{ratio(r, single, 'step_s')} | {ratio(darts, r, 'step_s')} |")
+            continue
         step = f"{r['step_s']:.2f}" if "step_s" in r else "n/a"
         cpu = f"{r['step_cpu_s']:.2f}" if "step_cpu_s" in r else "n/a"
-        rows.append(f"| {r['batch']}x{'x'.join(map(str, r['size']))} | {r['method']} | {r['status']} | {mem} | {step} | "
-                    f"{cpu} | {ratio(r, single, 'peak_mb')} | {ratio(r, gd, 'peak_mb')} | "
+        rows.append(head + f"{step} | {cpu} | {ratio(r, single, 'peak_mb')} | {ratio(r, gd, 'peak_mb')} | "
                     f"{ratio(r, single, 'step_cpu_s')} | {ratio(darts, r, 'step_cpu_s')} | "
                     f"{ratio(r, single, 'step_s')} | {ratio(darts, r, 'step_s')} |")
     return "\n".join(rows)
