@@ -11,7 +11,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "cam",
         help="class activation maps of a checkpoint on a split: pointing game and energy share vs lesion masks",
         description=(
-            "Compute Grad-CAM / Grad-CAM++ / CAM maps of a trained checkpoint on the COVID scans of a split that "
+            "Compute Grad-CAM / Grad-CAM++ / CAM / occlusion-sensitivity maps of a trained checkpoint on the COVID scans of a split that "
             "have lesion masks, score them (pointing-game hit rate, heatmap energy inside the lesion) and write "
             "NIfTI heatmaps, montages and slice-relevance plots for the first scans. The dataset and split "
             "default to those stored in the checkpoint."
@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--methods", nargs="+", default=["gradcam"], choices=("gradcam", "gradcampp", "cam", "occlusion"))
     parser.add_argument("--layer", default=None, help="target layer (default per model family; 'auto': deepest layer keeping >= 4 slices)")
+    parser.add_argument("--occlusion-box", type=float, nargs=3, metavar=("FD", "FH", "FW"), default=(0.5, 0.125, 0.125),
+                        help="occlusion box as fractions of the model input's depth, height and width "
+                             "(default 0.5 0.125 0.125)")
     parser.add_argument("--tolerance-mm", type=float, default=0.0, help="pointing-game tolerance around the lesion in mm (default 0: strict)")
     parser.add_argument("--overlays", type=int, default=3, help="write CAM files for this many scored scans (default 3)")
     parser.set_defaults(func=run)
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     scans = select_scans(args, meta)
     report = score_cams(
         (model, meta), scans, out_dir=args.out, methods=args.methods, target_layer=args.layer,
-        tolerance_mm=args.tolerance_mm, n_overlays=args.overlays,
+        tolerance_mm=args.tolerance_mm, n_overlays=args.overlays, occlusion_box=args.occlusion_box,
     )
     print(f"{meta.get('model_name')}: {report['n_scans']} scans with lesion masks, tolerance {args.tolerance_mm} mm")
     within = f" within {args.tolerance_mm:g} mm" if args.tolerance_mm > 0 else ""

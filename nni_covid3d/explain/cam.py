@@ -1,6 +1,7 @@
-"""Grad-CAM, Grad-CAM++ and CAM heatmaps for 3D classifiers, through ``monai.visualize``."""
+"""Grad-CAM, Grad-CAM++, CAM and occlusion-sensitivity heatmaps for 3D classifiers, through ``monai.visualize``."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -10,9 +11,13 @@ from torch import nn
 
 from nni_covid3d.explain.layers import default_fc_layer, default_target_layer, feature_shape
 
-__all__ = ["METHODS", "CamMap", "CamExplainer", "normalize_map"]
+__all__ = ["METHODS", "OCCLUSION_BOX", "CamMap", "CamExplainer", "normalize_map"]
 
 METHODS = ("gradcam", "gradcampp", "cam", "occlusion")
+
+#: Occlusion box as fractions of the model input's (depth, height, width); chosen on the demo's
+#: validation scans (benchmarks/RESULTS.md, *Class activation maps*).
+OCCLUSION_BOX = (1 / 2, 1 / 8, 1 / 8)
 
 
 def normalize_map(x: torch.Tensor) -> torch.Tensor:
@@ -52,11 +57,13 @@ class CamExplainer:
         input_shape: (C, D, H, W) of the model's input, used to find default layers.
         method: ``"gradcam"``, ``"gradcampp"``, ``"cam"`` (plain CAM, needs an ``nn.Linear`` head) or
             ``"occlusion"`` (MONAI's ``OcclusionSensitivity``: no layer, one forward pass per occluded
-            box, about 1,000 at 16x64x64; the map is the drop of the class probability).
+            box, about 700 at 16x64x64; the map is the drop of the class probability).
         target_layer: module name to read the feature map from; ``None`` picks the default for the
             model family (see :func:`~nni_covid3d.explain.layers.default_target_layer`), ``"auto"``
             the deepest layer that keeps depth >= ``min_depth`` for any model.
         fc_layer: for plain CAM, the linear layer; ``None`` finds it.
+        occlusion_box: for occlusion, the box as fractions of the input's (depth, height, width);
+            smaller boxes resolve thinner lesions and cost more forward passes.
 
     MONAI's hooks stay registered on ``model`` for the explainer's lifetime: make one explainer per
     model and reuse it.
@@ -70,6 +77,7 @@ class CamExplainer:
         target_layer: str | None = None,
         fc_layer: str | None = None,
         min_depth: int = 4,
+        occlusion_box: Sequence[float] = OCCLUSION_BOX,
     ) -> None:
         from monai.visualize import CAM, GradCAM, GradCAMpp, OcclusionSensitivity
 
@@ -79,10 +87,12 @@ class CamExplainer:
         self.model = model.eval()
         self.method = method
         if method == "occlusion":
-            # Perturbation, no layer: a Gaussian-weighted box (1/4 of the depth, 1/8 in-plane) darkens
-            # each region in turn; the map is the drop of the class probability.
+            # Perturbation, no layer: a Gaussian-weighted box darkens each region in turn; the map is
+            # the drop of the class probability.
             spatial = tuple(int(v) for v in input_shape[1:])
-            mask_size = tuple(max(1, n // k) for n, k in zip(spatial, (4, 8, 8)))
+            if len(occlusion_box) != 3 or not all(0 < f <= 1 for f in occlusion_box):
+                raise ValueError(f"occlusion_box must be 3 fractions in (0, 1], got {tuple(occlusion_box)}")
+            mask_size = tuple(max(1, round(n * f)) for n, f in zip(spatial, occlusion_box))
             self.layer, self.feature_shape = "input", spatial
             # activate=True would pick sigmoid for 1-channel *inputs*: pass the softmax explicitly.
             self._occlusion = OcclusionSensitivity(model, mask_size=mask_size, n_batch=16, mode="gaussian",
@@ -118,7 +128,9 @@ class CamExplainer:
             probabilities = torch.softmax(self.model(x.detach()), dim=1)[0]
         target = int(probabilities.argmax()) if class_idx is None else int(class_idx)
         if self.method == "occlusion":
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings():
+                # MONAI 1.x indexes with lists; torch's deprecation notice says nothing to a user.
+                warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
                 occluded, _ = self._occlusion(x.detach())
             heat = normalize_map((probabilities[target] - occluded[:, target : target + 1]).clamp(min=0))
         else:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nni_covid3d.explain.cam import CamExplainer, CamMap
+from nni_covid3d.explain.cam import OCCLUSION_BOX, CamExplainer, CamMap
 from nni_covid3d.explain.outputs import (
     resize_map,
     save_heatmap_nifti,
@@ -180,6 +180,7 @@ def score_cams(
     target_layer: str | None = None,
     tolerance_mm: float = 0.0,
     n_overlays: int = 0,
+    occlusion_box: Sequence[float] = OCCLUSION_BOX,
 ) -> dict[str, Any]:
     """Score a model's CAMs against lesion masks on its COVID scans (those with a ``mask_path``).
 
@@ -195,7 +196,8 @@ def score_cams(
       mean lesion volume fraction, what a uniform map scores).
 
     ``ckpt`` is a checkpoint path or a ``(model, meta)`` pair; ``preprocessing`` defaults to the
-    checkpoint's. With ``out_dir``, writes ``cam_scores.json`` and per-scan rows
+    checkpoint's; ``occlusion_box`` sizes the ``"occlusion"`` method's box (see
+    :class:`~nni_covid3d.explain.cam.CamExplainer`). With ``out_dir``, writes ``cam_scores.json`` and per-scan rows
     ``cam_scores.csv`` there, and overlays for the first ``n_overlays`` scans. Returns
     ``{method: {...metrics..., "per_scan": [...]}}`` plus ``"model"`` and ``"layer"`` entries.
     """
@@ -212,7 +214,8 @@ def score_cams(
     input_shape = _input_shape(meta, preprocessing)
     for method in methods:
         torch.manual_seed(0)
-        explainer = CamExplainer(model, input_shape, method=method, target_layer=target_layer)
+        explainer = CamExplainer(model, input_shape, method=method, target_layer=target_layer,
+                                 occlusion_box=occlusion_box)
         rows, model_grid_maps = [], []
         for index, scan in enumerate(scored):
             result = explain_scan(explainer, scan, preprocessing, class_idx=scan.label)

@@ -86,3 +86,12 @@ def test_unknown_method_or_layer(blob_net):
         CamExplainer(blob_net, (1, 8, 16, 16), method="saliency")
     with pytest.raises(KeyError, match="nope"):
         CamExplainer(blob_net, (1, 8, 16, 16), target_layer="nope")
+
+
+def test_occlusion_box_is_a_fraction_of_the_input(blob_net):
+    default = CamExplainer(blob_net, (1, 16, 64, 64), method="occlusion")
+    assert tuple(default._occlusion.mask_size) == (8, 8, 8)
+    finer = CamExplainer(blob_net, (1, 16, 64, 64), method="occlusion", occlusion_box=(0.25, 0.25, 0.125))
+    assert tuple(finer._occlusion.mask_size) == (4, 16, 8)
+    with pytest.raises(ValueError, match="occlusion_box"):
+        CamExplainer(blob_net, (1, 16, 64, 64), method="occlusion", occlusion_box=(0.5, 0, 0.125))
