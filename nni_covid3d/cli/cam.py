@@ -26,9 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--methods", nargs="+", default=["gradcam"], choices=("gradcam", "gradcampp", "cam", "occlusion"))
     parser.add_argument("--layer", default=None, help="target layer (default per model family; 'auto': deepest layer keeping >= 4 slices)")
-    parser.add_argument("--occlusion-box", type=float, nargs=3, metavar=("FD", "FH", "FW"), default=(0.5, 0.125, 0.125),
+    parser.add_argument("--occlusion-box", type=float, nargs=3, metavar=("FD", "FH", "FW"),
                         help="occlusion box as fractions of the model input's depth, height and width "
-                             "(default 0.5 0.125 0.125)")
+                             "(default: nni_covid3d.explain.cam.OCCLUSION_BOX, 0.5 0.125 0.125)")
     parser.add_argument("--tolerance-mm", type=float, default=0.0, help="pointing-game tolerance around the lesion in mm (default 0: strict)")
     parser.add_argument("--overlays", type=int, default=3, help="write CAM files for this many scored scans (default 3)")
     parser.set_defaults(func=run)
@@ -56,6 +56,7 @@ def select_scans(args: argparse.Namespace, meta: dict) -> list:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from nni_covid3d.explain.cam import OCCLUSION_BOX
     from nni_covid3d.explain.pipeline import score_cams
     from nni_covid3d.training import load_model
 
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     scans = select_scans(args, meta)
     report = score_cams(
         (model, meta), scans, out_dir=args.out, methods=args.methods, target_layer=args.layer,
-        tolerance_mm=args.tolerance_mm, n_overlays=args.overlays, occlusion_box=args.occlusion_box,
+        tolerance_mm=args.tolerance_mm, n_overlays=args.overlays, occlusion_box=args.occlusion_box or OCCLUSION_BOX,
     )
     print(f"{meta.get('model_name')}: {report['n_scans']} scans with lesion masks, tolerance {args.tolerance_mm} mm")
     within = f" within {args.tolerance_mm:g} mm" if args.tolerance_mm > 0 else ""

@@ -115,3 +115,7 @@ def test_cam_command_on_a_synthetic_split(tiny_ckpt, tmp_path, capsys):
     # without a dataset on the command line or in the checkpoint: a clear error
     assert main(["cam", "--ckpt", str(tiny_ckpt), "--out", str(tmp_path / "o2")]) == 1
     assert "--dataset and --root" in capsys.readouterr().err
+    # an occlusion box that is not a fraction of the input: a clear error
+    bad_box = [*args[:args.index("--methods")], "--methods", "occlusion", "--occlusion-box", "0.5", "0", "0.125"]
+    assert main(bad_box) == 1
+    assert "occlusion_box must be 3 fractions" in capsys.readouterr().err
