@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -69,6 +69,24 @@ class ConvBNReLU6(nn.Sequential):
         )
 
 
+def _engine_needs_gradient(ctx: Any, index: int) -> bool:
+    """Whether this backward pass uses the gradient of the Function's input ``index``.
+
+    ``ctx.needs_input_grad`` only says the input requires grad; a backward pass asked for other
+    inputs (``torch.autograd.grad(loss, architecture_logits)``) never reads the weight gradient, and
+    the autograd engine knows which nodes it will run.
+    """
+    if not ctx.needs_input_grad[index]:
+        return False
+    node = ctx.next_functions[index][0]
+    if node is None:
+        return False
+    try:
+        return bool(torch._C._will_engine_execute_node(node))
+    except (AttributeError, RuntimeError):  # private API: when unavailable, compute it
+        return True
+
+
 class _DepthwiseConv3dCPU(torch.autograd.Function):
     """Depthwise 3D convolution (stride 1, "same" padding) whose gradients are forward convolutions.
 
@@ -94,9 +112,9 @@ class _DepthwiseConv3dCPU(torch.autograd.Function):
         channels = weight.shape[0]
         grad_out = grad_out.contiguous()
         grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
+        if _engine_needs_gradient(ctx, 0):
             grad_x = nn.functional.conv3d(grad_out, weight.flip(2, 3, 4), padding=p, groups=channels)
-        if ctx.needs_input_grad[1]:
+        if _engine_needs_gradient(ctx, 1):
             n, c, d, h, w = grad_out.shape
             padded = nn.functional.pad(x, (p,) * 6)
             grad_w = nn.functional.conv3d(

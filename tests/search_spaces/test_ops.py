@@ -36,6 +36,30 @@ def test_depthwise_weight_gradient_without_input_gradient() -> None:
     assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
 
 
+def test_depthwise_skips_gradients_the_backward_pass_does_not_use(monkeypatch) -> None:
+    # An architecture step asks autograd for the logits' gradient only: the weight gradient
+    # (a convolution as costly as the forward) must not be computed, the input gradient must.
+    calls = []
+    conv3d = nn.functional.conv3d
+    monkeypatch.setattr(nn.functional, "conv3d", lambda *a, **k: calls.append(1) or conv3d(*a, **k))
+    conv = DepthwiseConv3d(3, 3)
+    logit = torch.tensor(1.0, requires_grad=True)
+    x = torch.randn(1, 3, 4, 4, 4, requires_grad=True)
+
+    def convolutions(inputs) -> int:
+        calls.clear()
+        torch.autograd.grad(conv(x * logit).square().sum(), inputs)
+        return len(calls)
+
+    assert convolutions([logit]) == 2  # forward + input gradient (the logit is upstream)
+    assert convolutions([x]) == 2
+    assert convolutions([x, conv.weight]) == 3  # + weight gradient
+    assert convolutions([conv.weight]) == 2  # forward + weight gradient
+    (grad_x,) = torch.autograd.grad(conv(x).square().sum(), [x])
+    (grad_x_full, _) = torch.autograd.grad(conv(x).square().sum(), [x, conv.weight])
+    torch.testing.assert_close(grad_x, grad_x_full)
+
+
 def test_parse_candidate() -> None:
     assert parse_candidate("mbconv_k5_e3") == (5, 3)
     assert parse_candidate("skip") is None
