@@ -107,34 +107,27 @@ def worker(method: str, batch: int, size: tuple[int, int, int], steps: int, warm
     data = TensorDataset(torch.randn(n, 1, *size), torch.randint(0, 3, (n,)))
     arch_data = TensorDataset(torch.randn(n, 1, *size), torch.randint(0, 3, (n,)))
 
+    on_gpu = accelerator == "gpu"
+
+    def sync() -> None:  # GPU work is asynchronous: wait for it before reading the clock
+        if on_gpu:
+            torch.cuda.synchronize()
+
     class StepTimer(pl.Callback):
         def __init__(self) -> None:
             self.times: list[float] = []
             self.cpu_times: list[float] = []
 
         def on_train_batch_start(self, *args) -> None:
+            sync()
             self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
         def on_train_batch_end(self, *args) -> None:
+            sync()
             self.times.append(time.perf_counter() - self.start)
             self.cpu_times.append(time.process_time() - self.cpu_start)
 
-    on_gpu = accelerator == "gpu"
-
-    def sync() -> None:
-        if on_gpu:
-            torch.cuda.synchronize()
-
-    class StepTimerSynced(StepTimer):
-        def on_train_batch_start(self, *args) -> None:
-            sync()
-            super().on_train_batch_start(*args)
-
-        def on_train_batch_end(self, *args) -> None:
-            sync()
-            super().on_train_batch_end(*args)
-
-    timer = StepTimerSynced()
+    timer = StepTimer()
     trainer_kwargs = dict(max_epochs=1, limit_train_batches=steps + warmup, limit_val_batches=0, accelerator=accelerator,
                           devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                           enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer])

@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--size-budget-mb", type=float, help="model-size budget in MB (gumbel-dnas)")
     p.add_argument("--flops-budget-g", type=float, help="GFLOPs-per-volume budget at the search input (gumbel-dnas)")
     p.add_argument("--checkpoint-activations", action="store_true",
-                   help="recompute each drawn candidate's activations in backward: less memory, ~1/4 more time (gumbel-dnas)")
+                   help="recompute each drawn candidate's activations in backward: less memory, more time per step "
+                        "(gumbel-dnas; figures in benchmarks/RESULTS.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")

@@ -216,11 +216,12 @@ def score_cams(
         torch.manual_seed(0)
         explainer = CamExplainer(model, input_shape, method=method, target_layer=target_layer,
                                  occlusion_box=occlusion_box)
-        rows, model_grid_maps = [], []
+        rows, model_grid_maps, masks = [], [], []
         for index, scan in enumerate(scored):
             result = explain_scan(explainer, scan, preprocessing, class_idx=scan.label)
             model_grid_maps.append(result.cam.heatmap)
             mask = read_mask(scan.mask_path)
+            masks.append(mask)
             if mask.shape != result.heatmap.shape:
                 raise ValueError(f"{scan.mask_path}: mask shape {mask.shape} differs from the scan's {result.heatmap.shape}")
             if not mask.any():
@@ -239,8 +240,7 @@ def score_cams(
             )
             if out_dir is not None and index < n_overlays:
                 write_scan_cam(result, Path(out_dir) / method / scan_name(scan), class_names, mask=mask)
-        for index, scan in enumerate(scored):  # control: the next scan's map on this scan's lesions
-            mask = read_mask(scan.mask_path)
+        for index, (scan, mask) in enumerate(zip(scored, masks)):  # control: the next scan's map on this scan's lesions
             other = resize_map(model_grid_maps[(index + 1) % len(scored)], mask.shape)
             rows[index]["shuffled_hit"] = len(scored) > 1 and pointing_game(other, mask, tolerance_mm=tolerance_mm, spacing=scan.spacing)
         report["layer"] = explainer.layer
