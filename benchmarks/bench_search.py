@@ -6,8 +6,15 @@ Each (method, input) runs in its own subprocess with ``torch.set_num_threads(1)`
 shared machine) under a hard address-space limit (``RLIMIT_AS`` = the address space after imports
 plus ``--mem-limit-gb``); running out of memory is recorded as a result. Memory is the peak RSS
 (``ru_maxrss``) minus the RSS after imports and data creation, so it counts the model (the supernet
-for one-shot methods) plus everything training allocates. Time is the median wall time of a training
-step (a search step is arch step + weight step) through Lightning, after ``--warmup`` steps.
+for one-shot methods; only the subnet for ``single``) plus everything training allocates, measured
+with glibc's mmap threshold fixed so that freed tensors leave the RSS (see :func:`run_one`). Time is
+the median wall time of a training step (a search step is arch step + weight step) through
+Lightning, after ``--warmup`` steps, in a second run with glibc's default allocator settings.
+
+Memory is measured in the steady state of a search: every weight has its Adam state from the first
+step (a long single-path search has drawn every candidate; a few steps would leave most of the
+supernet without optimizer state and understate its memory). ``weights + Adam`` is that fixed part
+(parameters and optimizer state); ``rest`` = peak - fixed part (activations, gradients, workspace).
 
 With ``--accelerator gpu`` each run trains on the first CUDA device; memory is then the peak of
 ``torch.cuda.max_memory_allocated`` (tensors only: model, gradients, optimizer state, activations),
@@ -127,10 +134,38 @@ def worker(method: str, batch: int, size: tuple[int, int, int], steps: int, warm
             self.times.append(time.perf_counter() - self.start)
             self.cpu_times.append(time.process_time() - self.cpu_start)
 
+    class SteadyStateOptimizer(pl.Callback):
+        """Give every weight its Adam state before the first step, as a long search has.
+
+        Adam creates a parameter's state at its first gradient, so after a few steps a single-path
+        method holds state only for the candidates drawn so far; after a real search it holds state
+        for the whole supernet (every candidate is drawn sooner or later). Zero moments at step 0
+        are exactly what Adam's own lazy initialisation creates.
+        """
+
+        def on_train_start(self, trainer, *args) -> None:
+            for optimizer in trainer.optimizers:
+                if not isinstance(optimizer, torch.optim.Adam) or getattr(optimizer, "is_arch_optimizer", False):
+                    continue
+                for group in optimizer.param_groups:
+                    for p in group["params"]:
+                        if not optimizer.state[p]:
+                            optimizer.state[p] = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p),
+                                                  "exp_avg_sq": torch.zeros_like(p)}
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            # The fixed part of the peak: parameters (all candidates for one-shot methods) and
+            # optimiser state. The rest is activations, gradients and workspace.
+            tensors = list(pl_module.parameters())
+            for optimizer in trainer.optimizers:
+                tensors += [v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
+            result["weights_state_mb"] = sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
     timer = StepTimer()
     trainer_kwargs = dict(max_epochs=1, limit_train_batches=steps + warmup, limit_val_batches=0, accelerator=accelerator,
                           devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                          enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer])
+                          enable_model_summary=False, num_sanity_val_steps=0,
+                          callbacks=[timer, SteadyStateOptimizer()])
     if on_gpu:
         torch.cuda.init()
         torch.cuda.reset_peak_memory_stats()
@@ -147,7 +182,8 @@ def worker(method: str, batch: int, size: tuple[int, int, int], steps: int, warm
         space = CovidNet3DSpace("S", num_classes=3)
         if method == "single":
             op, sample = _largest_subnet(space.config, size)
-            model = space.freeze(sample)
+            model = space.freeze(sample)  # a new module: the supernet is not needed (nor counted) after this
+            del space
             result["subnet"] = f"all {op}, full depth"
             result["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
             module = ClassificationModule(num_classes=3, learning_rate=1e-3)
@@ -187,21 +223,42 @@ def worker(method: str, batch: int, size: tuple[int, int, int], steps: int, warm
     return result
 
 
+def _run_worker(cmd: list[str], timeout: int, env: dict[str, str]) -> dict:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"status": f"timeout>{timeout}s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        # Killed (e.g. by the kernel for memory) or crashed before printing: a result, not a crash.
+        return {"status": f"exit {done.returncode}", "error": done.stderr[-500:]}
+    return json.loads(lines[-1])
+
+
 def run_one(method: str, config: str, args: argparse.Namespace) -> dict:
+    """One (method, input): on the GPU one run; on the CPU a memory run and a timing run.
+
+    glibc raises its mmap threshold as large blocks are freed and then serves later large tensors
+    from heap arenas it keeps: the peak RSS depends on the order of allocations (shapes change
+    with every draw) as much as on the memory in use. The memory run fixes the threshold (glibc's
+    initial 128 KiB), so every large tensor is mapped on its own and unmapped when freed and the
+    peak RSS follows the peak of live tensors; that costs page faults, so steps are timed in a
+    second run with glibc's defaults, whose peak RSS is kept as ``peak_mb_glibc_default``.
+    """
     batch, size = CONFIGS[config]
     cmd = [sys.executable, __file__, "--worker", method, "--config", config, "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--mem-limit-gb", str(args.mem_limit_gb), "--accelerator", args.accelerator]
     start = time.perf_counter()
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        return {"method": method, "batch": batch, "size": list(size), "status": f"timeout>{args.timeout}s"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        # Killed (e.g. by the kernel for memory) or crashed before printing: a result, not a crash.
-        return {"method": method, "batch": batch, "size": list(size), "status": f"exit {done.returncode}",
-                "error": done.stderr[-500:]}
-    result = json.loads(lines[-1])
+    if args.accelerator == "gpu":
+        result = _run_worker(cmd, args.timeout, dict(os.environ))
+    else:
+        memory = _run_worker(cmd, args.timeout, {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)})
+        timing = _run_worker(cmd, args.timeout, dict(os.environ))
+        result = memory if memory["status"] != "ok" else timing
+        if memory["status"] == "ok" and timing["status"] == "ok":
+            result["peak_mb_glibc_default"] = timing["peak_mb"]
+            result.update({k: memory[k] for k in ("peak_mb", "weights_state_mb", "baseline_mb")})
+    result = {"method": method, "batch": batch, "size": list(size), **result}
     result["wall_s"] = time.perf_counter() - start
     return result
 
@@ -214,12 +271,13 @@ def table(results: list[dict]) -> str:
     """
     on_gpu = any(r.get("accelerator") == "gpu" for r in results)
     if on_gpu:
-        rows = ["| input | method | status | peak memory (MB) | step (ms) | mem / single | mem / GumbelDARTS | "
-                "time / single | DARTS time / this |", "|---|---|---|---|---|---|---|---|---|"]
+        rows = ["| input | method | status | peak memory (MB) | weights + Adam (MB) | step (ms) | mem / single | "
+                "mem / GumbelDARTS | rest / GumbelDARTS rest | time / single | DARTS time / this |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
     else:
-        rows = ["| input | method | status | peak memory (MB) | step wall (s) | step CPU (s) | mem / single | "
-                "mem / GumbelDARTS | CPU time / single | DARTS CPU time / this | wall / single | DARTS wall / this |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        rows = ["| input | method | status | peak memory (MB) | weights + Adam (MB) | step wall (s) | step CPU (s) | "
+                "mem / single | mem / GumbelDARTS | rest / GumbelDARTS rest | CPU time / single | DARTS CPU time / this | "
+                "wall / single | DARTS wall / this |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     by = {(r["batch"], tuple(r["size"]), r["method"]): r for r in results}
     for r in sorted(results, key=lambda r: (r["size"][0], r["batch"], METHODS.index(r["method"]))):
         key = (r["batch"], tuple(r["size"]))
@@ -230,16 +288,22 @@ def table(results: list[dict]) -> str:
                 return f"{a[field] / b[field]:.2f}"
             return "n/a" if not b or b.get("status") == "ok" else f"({b['method']} {b['status']})"
 
+        def rest_ratio(a, b):  # peak memory beyond weights and optimiser state
+            if all(x and x.get("status") == "ok" and "weights_state_mb" in x for x in (a, b)):
+                return f"{(a['peak_mb'] - a['weights_state_mb']) / (b['peak_mb'] - b['weights_state_mb']):.2f}"
+            return "n/a"
+
         mem = f"{r['peak_mb']:.0f}" if "peak_mb" in r else "n/a"
-        head = f"| {r['batch']}x{'x'.join(map(str, r['size']))} | {r['method']} | {r['status']} | {mem} | "
+        fixed = f"{r['weights_state_mb']:.0f}" if "weights_state_mb" in r else "n/a"
+        head = f"| {r['batch']}x{'x'.join(map(str, r['size']))} | {r['method']} | {r['status']} | {mem} | {fixed} | "
         if on_gpu:
             step = f"{r['step_s'] * 1000:.1f}" if "step_s" in r else "n/a"
-            rows.append(head + f"{step} | {ratio(r, single, 'peak_mb')} | {ratio(r, gd, 'peak_mb')} | "
+            rows.append(head + f"{step} | {ratio(r, single, 'peak_mb')} | {ratio(r, gd, 'peak_mb')} | {rest_ratio(r, gd)} | "
                         f"{ratio(r, single, 'step_s')} | {ratio(darts, r, 'step_s')} |")
             continue
         step = f"{r['step_s']:.2f}" if "step_s" in r else "n/a"
         cpu = f"{r['step_cpu_s']:.2f}" if "step_cpu_s" in r else "n/a"
-        rows.append(head + f"{step} | {cpu} | {ratio(r, single, 'peak_mb')} | {ratio(r, gd, 'peak_mb')} | "
+        rows.append(head + f"{step} | {cpu} | {ratio(r, single, 'peak_mb')} | {ratio(r, gd, 'peak_mb')} | {rest_ratio(r, gd)} | "
                     f"{ratio(r, single, 'step_cpu_s')} | {ratio(darts, r, 'step_cpu_s')} | "
                     f"{ratio(r, single, 'step_s')} | {ratio(darts, r, 'step_s')} |")
     return "\n".join(rows)

@@ -209,12 +209,17 @@ class GumbelDNASLightningModule(DartsLightningModule):
         self.export_path = Path(export_path) if export_path is not None else None
         self.report_metric = report_metric
         self._flops: tuple[float, list[dict[str, list[float]]]] | None = None  # (base, per-module costs)
+        self._gumbel_modules: list[GumbelSuperNetModule] | None = None
         self.register_buffer("temperature", torch.tensor(float(temperature.init)))
         self._last_reported: float | None = None
 
     # ----------------------------------------------------------------- choices and draws
     def gumbel_modules(self) -> list[GumbelSuperNetModule]:
-        return [m for m in self.supernet_modules() if isinstance(m, GumbelSuperNetModule)]
+        # Found once: the supernet's structure is fixed by now, and walking every module several
+        # times a step costs milliseconds of Python, as much as a small subnet's step on a GPU.
+        if self._gumbel_modules is None:
+            self._gumbel_modules = [m for m in self.supernet_modules() if isinstance(m, GumbelSuperNetModule)]
+        return self._gumbel_modules
 
     def label_alphas(self) -> dict[str, nn.Parameter]:
         """``{label: alpha}`` over the whole supernet, sorted by label (the draw order)."""
