@@ -143,6 +143,9 @@ def worker(method: str, batch: int, size: tuple[int, int, int], steps: int, warm
         are exactly what Adam's own lazy initialisation creates.
         """
 
+        def __init__(self) -> None:
+            self.stepped: dict[int, torch.Tensor] = {}
+
         def on_train_start(self, trainer, *args) -> None:
             for optimizer in trainer.optimizers:
                 if not isinstance(optimizer, torch.optim.Adam) or getattr(optimizer, "is_arch_optimizer", False):
@@ -153,7 +156,13 @@ def worker(method: str, batch: int, size: tuple[int, int, int], steps: int, warm
                             optimizer.state[p] = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p),
                                                   "exp_avg_sq": torch.zeros_like(p)}
 
+        def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+            # Gradients live until the next step's zero_grad: these weights were updated this step.
+            self.stepped.update({id(p): p for p in pl_module.parameters() if p.grad is not None})
+
         def on_train_end(self, trainer, pl_module) -> None:
+            # What Adam's lazy state would hold after these steps without the steady-state start.
+            result["drawn_state_mb"] = sum(2 * p.numel() * p.element_size() for p in self.stepped.values()) / 2**20
             # The fixed part of the peak: parameters (all candidates for one-shot methods) and
             # optimiser state. The rest is activations, gradients and workspace.
             tensors = list(pl_module.parameters())
