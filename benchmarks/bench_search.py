@@ -140,7 +140,8 @@ def worker(method: str, batch: int, size: tuple[int, int, int], steps: int, warm
         Adam creates a parameter's state at its first gradient, so after a few steps a single-path
         method holds state only for the candidates drawn so far; after a real search it holds state
         for the whole supernet (every candidate is drawn sooner or later). Zero moments at step 0
-        are exactly what Adam's own lazy initialisation creates.
+        are exactly what Adam's own lazy initialisation creates. Also records the fixed part of the
+        memory (weights and optimizer state) and the state the run's own draws would have allocated.
         """
 
         def __init__(self) -> None:

@@ -216,7 +216,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
     # ----------------------------------------------------------------- choices and draws
     def gumbel_modules(self) -> list[GumbelSuperNetModule]:
         # Found once: the supernet's structure is fixed by now, and walking every module several
-        # times a step costs milliseconds of Python, as much as a small subnet's step on a GPU.
+        # times a step cost ~7 ms of Python per step (tiny input, CPU): launch-bound GPU steps feel it.
         if self._gumbel_modules is None:
             self._gumbel_modules = [m for m in self.supernet_modules() if isinstance(m, GumbelSuperNetModule)]
         return self._gumbel_modules
