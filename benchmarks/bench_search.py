@@ -25,7 +25,9 @@ virtual address space); running out of GPU memory is still recorded as a result.
 ``gumbel-dnas-largest`` is GumbelDNAS with logits pinned so that every draw is that single subnet:
 the worst case of a search step (the normal run draws smaller subnets on average). The ``-ckpt``
 variants run GumbelDNAS with ``checkpoint_candidates=True`` (each drawn candidate's inner activations
-recomputed in backward).
+recomputed in backward); ``-st`` with the straight-through architecture estimator (one path forward and
+backward to the logits) instead of the default score-function estimator (two paths, forward only).
+The pinned variants draw their weight paths from the logits too (``weight_sampling="gumbel"``).
 The single subnet is the largest of the space: every cell ``mbconv_k7_e4`` or every cell
 ``mbconv_k3_e6``, whichever has more FLOPs at the input, with all cells kept (full depth). All methods
 use the same data arrangement as NNI's DARTS (weight batches from the train loader, architecture
@@ -45,7 +47,7 @@ from pathlib import Path
 
 CONFIGS = {"small": (8, (16, 64, 64)), "large": (2, (32, 128, 128)), "xl": (8, (32, 128, 128))}
 METHODS = ("single", "gumbel-dnas", "darts", "gumbel-darts", "gumbel-dnas-largest", "gumbel-dnas-ckpt",
-           "gumbel-dnas-ckpt-largest")
+           "gumbel-dnas-ckpt-largest", "gumbel-dnas-st-largest")
 
 
 def _rss_mb() -> float:
@@ -90,7 +92,7 @@ def _pinned_gumbel_dnas(sample: dict, **kwargs):
                     alpha[values[label].index(value)] = 50.0
             return model
 
-    return Pinned(temperature=0.1, **kwargs)
+    return Pinned(temperature=0.1, weight_sampling="gumbel", **kwargs)
 
 
 def worker(method: str, batch: int, size: tuple[int, int, int], steps: int, warmup: int, mem_limit_gb: float,
@@ -206,6 +208,8 @@ def worker(method: str, batch: int, size: tuple[int, int, int], steps: int, warm
             if method.startswith("gumbel-dnas"):
                 kwargs["arch_split"] = "val"  # NNI DARTS's arrangement: arch batches from the second loader
                 kwargs["checkpoint_candidates"] = "-ckpt" in method
+                if "-st" in method:
+                    kwargs["arch_estimator"] = "straight_through"
             evaluator = Classification(train_dataloaders=DataLoader(data, batch_size=batch, shuffle=True),
                                        val_dataloaders=DataLoader(arch_data, batch_size=batch),
                                        num_classes=3, learning_rate=1e-3, **trainer_kwargs)
@@ -213,7 +217,7 @@ def worker(method: str, batch: int, size: tuple[int, int, int], steps: int, warm
                 strategy = _pinned_gumbel_dnas(_largest_subnet(space.config, size)[1], **kwargs)
                 result["subnet"] = "every draw = the single subnet"
             else:
-                strategy = get(method.removesuffix("-ckpt"), **kwargs)
+                strategy = get(method.removesuffix("-ckpt").removesuffix("-st"), **kwargs)
             strategy(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
         timed = timer.times[warmup:]
         if len(timed) < steps:

@@ -44,7 +44,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, nargs=3, default=(16, 64, 64), metavar=("D", "H", "W"))
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--arc-learning-rate", type=float, default=3e-4)
+    parser.add_argument("--arc-learning-rate", type=float, help="default: the strategy's own")
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--devices", default="1")
     parser.add_argument("--ddp", action="store_true", help="Lightning DDP over --devices (one process each)")
@@ -98,12 +98,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         trainer, train_dataloaders=train_loader, val_dataloaders=val_loader,
     )
     name = args.strategy.lower().replace("_", "-")
+    arc_lr = {} if args.arc_learning_rate is None else {"arc_learning_rate": args.arc_learning_rate}
     if name == "gumbel-dnas":
-        strategy = strategies.GumbelDNAS(arc_learning_rate=args.arc_learning_rate, seed=args.seed)
+        strategy = strategies.GumbelDNAS(seed=args.seed, **arc_lr)
     elif name == "random-oneshot":
         strategy = strategies.get(name)
     else:  # NNI's DARTS, GumbelDARTS, Proxyless: the same call, another strategy
-        strategy = strategies.get(name, arc_learning_rate=args.arc_learning_rate)
+        strategy = strategies.get(name, **arc_lr)
 
     exp = NasExperiment(space, evaluator, strategy)
     if args.work_dir is not None:

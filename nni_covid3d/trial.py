@@ -378,10 +378,11 @@ def run_dnas(args: argparse.Namespace, params: dict[str, Any], output_dir: Path)
     tau_init = float(params.get("tau_init", 5.0))
     tau_final = min(float(params.get("tau_final", 0.5)), tau_init)
     try:
+        optional = {key: cast(params[key]) for key, cast in (("arc_learning_rate", float), ("warmup_epochs", int))
+                    if key in params}
         strategy = GumbelDNAS(
-            arc_learning_rate=float(params.get("arc_learning_rate", 3e-4)),
+            **optional,
             temperature=(tau_init, tau_final),
-            warmup_epochs=int(params.get("warmup_epochs", 0)),
             size_budget_mb=args.size_budget_mb,
             seed=args.seed,
             report_metric="trial-reports-instead",  # the trial reports, with the model size

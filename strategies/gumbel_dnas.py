@@ -1,13 +1,18 @@
-"""GumbelDNAS: single-path, hard straight-through Gumbel-Softmax one-shot NAS for NNI 3.0.
+"""GumbelDNAS: single-path one-shot NAS with Gumbel sampling for NNI 3.0.
 
 Used exactly like ``nni.nas.strategy.DARTS``::
 
     NasExperiment(space, evaluator, GumbelDNAS(size_budget_mb=10.0)).run()
 
-Every step draws ONE candidate per label (shared by all modules carrying the label, and by all DDP
-ranks), so memory and compute are those of one subnet, and the architecture logits get the
-straight-through gradient. Updates alternate: the logits on a held-out part of the training data
-(arch step), the weights on the rest (weight step). The export is the argmax of the logits.
+Every step runs single paths only (one candidate per label, shared by all modules carrying the label
+and by all DDP ranks), so memory is one subnet's. Updates alternate: the logits on a held-out part
+of the training data (architecture step: by default two paths drawn from ``softmax(alpha / tau)``
+run forward and are compared by their losses, a score-function estimate), the weights on the rest
+(weight step: every candidate in turn, so the candidates compared were trained alike). A warm-up
+trains the weights alone. The export is the argmax of the logits.
+
+Each of these choices was kept because the planted-problem suite (``strategies/planted.py``,
+``benchmarks/bench_planted.py``) showed it finds the known best architecture more often.
 """
 from __future__ import annotations
 
@@ -41,7 +46,9 @@ from .supermodules import (
     GumbelRepeat,
     GumbelSuperNetModule,
     check_categorical,
+    gumbel_max_indices,
     hard_gumbel_draws,
+    keep_batchnorm_stats,
     parameter_bytes,
     reject_unsupported,
 )
@@ -51,6 +58,8 @@ _logger = logging.getLogger(__name__)
 __all__ = ["GumbelDNAS", "GumbelDNASLightningModule", "TemperatureSchedule", "patient_holdout_indices", "split_train_loader"]
 
 ArchSplit = float | Sequence[int] | Literal["val"]
+ArchEstimator = Literal["score_function", "straight_through"]
+WeightSampling = Literal["fair", "gumbel"]
 
 
 @dataclass(frozen=True)
@@ -184,12 +193,16 @@ class GumbelDNASLightningModule(DartsLightningModule):
         self,
         training_module: pl.LightningModule,
         *,
-        arc_learning_rate: float = 3e-4,
+        arc_learning_rate: float = 0.03,
         arc_betas: tuple[float, float] = (0.5, 0.999),
         arc_weight_decay: float = 1e-3,
         gradient_clip_val: float | None = 5.0,
-        warmup_epochs: int = 0,
+        warmup_epochs: int | None = None,
+        warmup_fraction: float = 0.25,
         temperature: TemperatureSchedule = TemperatureSchedule(),
+        arch_estimator: ArchEstimator = "score_function",
+        arch_samples: int = 2,
+        weight_sampling: WeightSampling = "fair",
         size_budget_mb: float | None = None,
         flops_budget: float | None = None,
         penalty_weight: float = 1.0,
@@ -198,7 +211,13 @@ class GumbelDNASLightningModule(DartsLightningModule):
         report_metric: str = "val_acc",
     ):
         super().__init__(training_module, arc_learning_rate=arc_learning_rate,
-                         gradient_clip_val=gradient_clip_val, warmup_epochs=warmup_epochs)
+                         gradient_clip_val=gradient_clip_val, warmup_epochs=warmup_epochs or 0)
+        #: ``None``: resolved from ``warmup_fraction`` of the trainer's ``max_epochs`` at fit start.
+        self.requested_warmup_epochs = warmup_epochs
+        self.warmup_fraction = warmup_fraction
+        self.arch_estimator = arch_estimator
+        self.arch_samples = arch_samples
+        self.weight_sampling = weight_sampling
         self.arc_betas = tuple(arc_betas)
         self.arc_weight_decay = arc_weight_decay
         self.temperature_schedule = temperature
@@ -211,6 +230,8 @@ class GumbelDNASLightningModule(DartsLightningModule):
         self._flops: tuple[float, list[dict[str, list[float]]]] | None = None  # (base, per-module costs)
         self._gumbel_modules: list[GumbelSuperNetModule] | None = None
         self.register_buffer("temperature", torch.tensor(float(temperature.init)))
+        # Moving average of the architecture loss: the score-function baseline when one path is drawn.
+        self.register_buffer("loss_baseline", torch.tensor(float("nan")))
         self._last_reported: float | None = None
 
     # ----------------------------------------------------------------- choices and draws
@@ -228,24 +249,47 @@ class GumbelDNASLightningModule(DartsLightningModule):
             alphas.update(module.label_alphas())
         return dict(sorted(alphas.items()))
 
-    def draw(self, phase: int) -> dict[str, Draw]:
-        """Draw every label with straight-through Gumbel noise seeded by (seed, epoch, batch, phase).
+    def _step_generator(self, phase: int) -> torch.Generator:
+        """A generator seeded by (seed, epoch, batch, phase) only: all DDP ranks draw the same path,
+        and a resumed run draws what the uninterrupted run would have."""
+        step_seed = ((self.seed * 1_000_003 + self.trainer.current_epoch) * 1_000_003 + self._batch_idx) * 64 + phase
+        return torch.Generator().manual_seed(step_seed % (2**63))
 
-        The seed depends only on the step, so all DDP ranks draw the same path, and a resumed run
-        draws what the uninterrupted run would have.
+    def draw(self, phase: int) -> dict[str, Draw]:
+        """Draw every label with straight-through Gumbel noise (the draw carries d loss / d alpha)."""
+        draws = hard_gumbel_draws(self.label_alphas(), float(self.temperature), self._step_generator(phase))
+        return self._use(draws)
+
+    def sample(self, phase: int) -> dict[str, Draw]:
+        """Draw every label from ``softmax(alpha / temperature)`` (Gumbel-max), without gradient."""
+        indices = gumbel_max_indices(self.label_alphas(), float(self.temperature), self._step_generator(phase))
+        return self._use({label: Draw(index) for label, index in indices.items()})
+
+    def fair_draws(self) -> dict[str, Draw]:
+        """Every label's candidates in turn, in a seeded order (no gradient).
+
+        Weight step ``t`` of the fit (counted over epochs) takes position ``t mod K`` of a permutation
+        of the K candidates that changes every K steps: over any K consecutive steps of one cycle each
+        candidate is trained exactly once, whatever the logits say (FairNAS-style strict fairness).
         """
-        step_seed = ((self.seed * 1_000_003 + self.trainer.current_epoch) * 1_000_003 + self._batch_idx) * 2 + phase
-        generator = torch.Generator().manual_seed(step_seed % (2**63))
-        tau = float(self.temperature)
-        draws = hard_gumbel_draws(self.label_alphas(), tau, generator)
+        step = self.trainer.current_epoch * max(1, int(self.trainer.num_training_batches)) + self._batch_idx
+        draws = {}
+        for position, (label, alpha) in enumerate(self.label_alphas().items()):
+            k = alpha.numel()
+            cycle, offset = divmod(step, k)
+            cycle_seed = ((self.seed * 1_000_003 + cycle) * 1_000_003 + position) % (2**63)
+            order = torch.randperm(k, generator=torch.Generator().manual_seed(cycle_seed))
+            draws[label] = Draw(int(order[offset]))
+        return self._use(draws)
+
+    def _use(self, draws: dict[str, Draw]) -> dict[str, Draw]:
         self._set_draws(draws)
         self._last_draws = draws
         return draws
 
     def argmax_draws(self) -> dict[str, Draw]:
         draws = {label: Draw(int(torch.argmax(alpha.detach()).item())) for label, alpha in self.label_alphas().items()}
-        self._set_draws(draws)
-        return draws
+        return self._use(draws)
 
     def _set_draws(self, draws: dict[str, Draw]) -> None:
         for module in self.gumbel_modules():
@@ -340,34 +384,31 @@ class GumbelDNASLightningModule(DartsLightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int):
         self._batch_idx = batch_idx
-        if self.trainer.current_epoch >= self.warmup_epochs:
+        searching = self.trainer.current_epoch >= self.warmup_epochs
+        if searching:
             self.architecture_step(batch["arch"], batch_idx)
-        # Weight step on a fresh draw; the weight optimiser never holds the logits.
-        self.draw(phase=1)
+        # Weight step on a fresh path; the weight optimiser never holds the logits.
+        if searching and self.weight_sampling == "gumbel":
+            self.sample(phase=63)
+        else:
+            self.fair_draws()
         output = self.training_module.training_step(batch["train"], 2 * batch_idx + 1)
         self.advance_optimization(self._loss(output), batch_idx, self.gradient_clip_val)
         self.advance_lr_schedulers(batch_idx)
         return output
 
     def architecture_step(self, batch: Any, batch_idx: int) -> None:
-        """One update of the logits on a held-out batch, through one drawn path.
+        """One update of the logits on a held-out batch.
 
-        Gradients go to the logits only (the weights need none here, which saves their gradient
-        computation), averaged over ranks by hand since this bypasses DDP's reducer. A method of its
-        own so that its graph (activations before the first choice are never freed by the backward
-        pass to the logits) is gone before the weight step allocates its own.
+        The gradient comes from :meth:`score_function_loss` or :meth:`straight_through_loss` (plus the
+        cost penalties), averaged over ranks by hand since this bypasses DDP's reducer. A method of its
+        own so that its graph is gone before the weight step allocates its own.
         """
         arc_optim = self.architecture_optimizers()
-        self.draw(phase=0)
-
-        def arch_forward() -> Any:
-            return self.training_module.training_step(batch, 2 * batch_idx)
-
-        if self.flops_budget is not None and self._flops is None:
-            arch_output = self._measure_flops(arch_forward)
+        if self.arch_estimator == "straight_through":
+            arch_loss = self.straight_through_loss(batch, batch_idx)
         else:
-            arch_output = arch_forward()
-        arch_loss = self._loss(arch_output)
+            arch_loss = self.score_function_loss(batch, batch_idx)
         if self.flops_budget is not None:
             expected_flops, _ = self.expected_flops()
             penalty = self.penalty_weight * F.relu(expected_flops / self.flops_budget - 1.0)
@@ -386,7 +427,54 @@ class GumbelDNASLightningModule(DartsLightningModule):
         for alpha, grad in zip(alphas, grads):
             alpha.grad = grad
         arc_optim.step()
-        self.log("arch/loss", arch_loss.detach())
+
+    def _arch_forward(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """The architecture batch's loss through the current path (FLOPs measured on the first call)."""
+        def forward() -> Any:
+            return self.training_module.training_step(batch, 2 * batch_idx)
+
+        if self.flops_budget is not None and self._flops is None:
+            return self._loss(self._measure_flops(forward))
+        return self._loss(forward())
+
+    def score_function_loss(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Surrogate whose gradient is the score-function (REINFORCE) estimate of d E[loss] / d alpha.
+
+        ``arch_samples`` paths are drawn from ``softmax(alpha / temperature)`` and run forward only
+        (no activations kept, BatchNorm statistics untouched) on the same batch. Each path's log
+        probability is weighted by its loss minus the mean loss of the other paths (leave-one-out
+        baseline; with one path, a moving average of past losses): paths that do better than the
+        others on the same batch gain probability. Losses are averaged over DDP ranks first.
+        """
+        paths, losses = [], []
+        with torch.no_grad(), keep_batchnorm_stats(self.model):
+            for phase in range(self.arch_samples):
+                paths.append(self.sample(phase))
+                losses.append(self._arch_forward(batch, batch_idx).detach().float())
+        loss = torch.stack(losses)
+        _all_reduce_mean([loss])
+        if len(losses) > 1:
+            advantage = loss - (loss.sum() - loss) / (len(losses) - 1)
+        else:
+            baseline = self.loss_baseline if torch.isfinite(self.loss_baseline) else loss[0]
+            advantage = loss - baseline
+            self.loss_baseline.copy_(0.9 * baseline + 0.1 * loss[0])
+        tau = float(self.temperature)
+        alphas = self.label_alphas()
+        surrogate = torch.zeros((), device=loss.device)
+        for path, adv in zip(paths, advantage):
+            log_prob = sum(F.log_softmax(alphas[label] / tau, -1)[draw.index] for label, draw in path.items())
+            surrogate = surrogate + adv * log_prob
+        self.log("arch/loss", loss.mean())
+        return surrogate / len(paths)
+
+    def straight_through_loss(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """The loss of one path drawn with straight-through Gumbel-Softmax (its gradient reaches alpha
+        through the drawn candidate's output scale only)."""
+        self.draw(phase=0)
+        loss = self._arch_forward(batch, batch_idx)
+        self.log("arch/loss", loss.detach())
+        return loss
 
     @staticmethod
     def _loss(output: Any) -> torch.Tensor:
@@ -397,6 +485,12 @@ class GumbelDNASLightningModule(DartsLightningModule):
         return self.training_module.validation_step(batch, batch_idx)
 
     # ----------------------------------------------------------------- epoch hooks
+    def on_fit_start(self):
+        if self.requested_warmup_epochs is None:
+            max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 0
+            self.warmup_epochs = int(round(self.warmup_fraction * max_epochs))
+        return super().on_fit_start()
+
     def on_train_epoch_start(self):
         tau = self.temperature_schedule.at(self.trainer.current_epoch, self.warmup_epochs, self.trainer.max_epochs)
         self.temperature.fill_(tau)
@@ -474,7 +568,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
 
 
 class GumbelDNAS(DARTS):
-    """Single-path differentiable NAS with hard straight-through Gumbel-Softmax (an NNI one-shot strategy).
+    """Single-path NAS with Gumbel sampling of the logits (an NNI one-shot strategy).
 
     Supported mutables: ``LayerChoice``, ``InputChoice`` (``n_chosen=1``) and ``Repeat`` with a
     categorical depth; anything else raises a ``TypeError`` naming the module or label.
@@ -482,14 +576,28 @@ class GumbelDNAS(DARTS):
     Parameters
     ----------
     arc_learning_rate, arc_betas, arc_weight_decay
-        Adam for the architecture logits (defaults 3e-4, (0.5, 0.999), 1e-3).
+        Adam for the architecture logits (defaults 0.03, (0.5, 0.999), 1e-3; the learning rate chosen
+        on the planted problems: NNI's DARTS default of 3e-4 suits its full-gradient estimator).
     gradient_clip_val
         Weight-gradient norm clip, applied by the strategy (Lightning's trainer clipping does not
         act in one-shot). ``None`` disables it.
-    warmup_epochs
-        Epochs of weight steps only (paths drawn from the initial, uniform logits).
+    warmup_epochs, warmup_fraction
+        Epochs of weight steps only, every candidate trained in turn (see ``weight_sampling``); when
+        ``warmup_epochs`` is ``None`` (default), ``warmup_fraction`` (default 0.25) of ``max_epochs``.
     temperature
         A :class:`TemperatureSchedule`, a float (constant), ``(init, final)`` (exponential) or a dict.
+        Paths are drawn from ``softmax(alpha / temperature)``: a high temperature explores.
+    arch_estimator, arch_samples
+        How the logits learn. ``"score_function"`` (default): ``arch_samples`` paths (default 2) run
+        forward only on the same architecture batch, and each path's probability moves by how much
+        better its loss is than the other paths' (REINFORCE with a leave-one-out baseline; a moving
+        average with one path). ``"straight_through"``: one path forward and backward, the gradient
+        of the loss with respect to the drawn candidate's output scale (the original single-path
+        estimator; it does not compare candidates, see ``benchmarks/RESULTS.md``).
+    weight_sampling
+        The path of each weight step after warm-up: ``"fair"`` (default) keeps training every
+        candidate in turn, so the candidates the logits compare were trained alike; ``"gumbel"``
+        draws from the logits, so the favoured candidates train more (as in SNAS / GDAS).
     arch_split
         Data for the architecture steps: a fraction of the training loader's samples (default 0.5,
         a seeded split), explicit dataset indices (e.g. whole held-out patients), or ``"val"`` for the
@@ -523,12 +631,16 @@ class GumbelDNAS(DARTS):
     def __init__(
         self,
         *,
-        arc_learning_rate: float = 3e-4,
+        arc_learning_rate: float = 0.03,
         arc_betas: tuple[float, float] = (0.5, 0.999),
         arc_weight_decay: float = 1e-3,
         gradient_clip_val: float | None = 5.0,
-        warmup_epochs: int = 0,
+        warmup_epochs: int | None = None,
+        warmup_fraction: float = 0.25,
         temperature: TemperatureSchedule | float | tuple[float, float] | dict = TemperatureSchedule(),
+        arch_estimator: ArchEstimator = "score_function",
+        arch_samples: int = 2,
+        weight_sampling: WeightSampling = "fair",
         arch_split: ArchSplit = 0.5,
         size_budget_mb: float | None = None,
         flops_budget: float | None = None,
@@ -542,7 +654,22 @@ class GumbelDNAS(DARTS):
         **kwargs: Any,
     ):
         super().__init__(arc_learning_rate=arc_learning_rate, gradient_clip_val=gradient_clip_val,
-                         warmup_epochs=warmup_epochs, **kwargs)
+                         warmup_epochs=warmup_epochs or 0, **kwargs)
+        if warmup_epochs is not None and warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+        if not 0.0 <= warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction must lie in [0, 1), got {warmup_fraction}")
+        if arch_estimator not in ("score_function", "straight_through"):
+            raise ValueError(f"arch_estimator must be 'score_function' or 'straight_through', got {arch_estimator!r}")
+        if arch_samples < 1:
+            raise ValueError(f"arch_samples must be >= 1, got {arch_samples}")
+        if weight_sampling not in ("fair", "gumbel"):
+            raise ValueError(f"weight_sampling must be 'fair' or 'gumbel', got {weight_sampling!r}")
+        self.warmup_epochs = warmup_epochs  # type: ignore[assignment]  (None: a fraction of the budget)
+        self.warmup_fraction = warmup_fraction
+        self.arch_estimator = arch_estimator
+        self.arch_samples = arch_samples
+        self.weight_sampling = weight_sampling
         self.arc_betas = arc_betas
         self.arc_weight_decay = arc_weight_decay
         self.temperature = TemperatureSchedule.parse(temperature)
@@ -610,7 +737,11 @@ class GumbelDNAS(DARTS):
             arc_weight_decay=self.arc_weight_decay,
             gradient_clip_val=self.gradient_clip_val,
             warmup_epochs=self.warmup_epochs,
+            warmup_fraction=self.warmup_fraction,
             temperature=self.temperature,
+            arch_estimator=self.arch_estimator,
+            arch_samples=self.arch_samples,
+            weight_sampling=self.weight_sampling,
             size_budget_mb=self.size_budget_mb,
             flops_budget=self.flops_budget,
             penalty_weight=self.penalty_weight,

@@ -30,12 +30,14 @@ __all__ = [
     "Draw",
     "hard_gumbel_draw",
     "hard_gumbel_draws",
+    "gumbel_max_indices",
     "GumbelSuperNetModule",
     "GumbelLayerChoice",
     "GumbelInputChoice",
     "GumbelRepeat",
     "reject_unsupported",
     "parameter_bytes",
+    "keep_batchnorm_stats",
 ]
 
 BYTES_PER_MB = 2**20
@@ -74,10 +76,7 @@ def hard_gumbel_draws(
     if not alphas:
         return {}
     labels = list(alphas)
-    noise = []
-    for label in labels:
-        uniform = torch.rand(alphas[label].shape, generator=generator, dtype=torch.float32)
-        noise.append(-torch.log(-torch.log(uniform.clamp_(1e-10, 1.0 - 1e-7))))
+    noise = _gumbel_noise(alphas, generator)
     first = alphas[labels[0]]
     noise_on_device = torch.cat(noise).to(first.device, first.dtype).split([n.numel() for n in noise])
     softs = [F.softmax((alphas[label] + g) / tau, dim=-1) for label, g in zip(labels, noise_on_device)]
@@ -89,6 +88,30 @@ def hard_gumbel_draws(
         straight_through = hard - soft.detach() + soft
         draws[label] = Draw(int(index), straight_through[index])
     return draws
+
+
+def _gumbel_noise(alphas: Mapping[str, torch.Tensor], generator: torch.Generator | None) -> list[torch.Tensor]:
+    """Standard Gumbel noise shaped like each logit vector, drawn on the CPU in the mapping's order."""
+    noise = []
+    for alpha in alphas.values():
+        uniform = torch.rand(alpha.shape, generator=generator, dtype=torch.float32)
+        noise.append(-torch.log(-torch.log(uniform.clamp_(1e-10, 1.0 - 1e-7))))
+    return noise
+
+
+def gumbel_max_indices(
+    alphas: Mapping[str, torch.Tensor], tau: float, generator: torch.Generator | None = None
+) -> dict[str, int]:
+    """One index per label sampled from ``softmax(alpha / tau)`` (Gumbel-max), without gradient.
+
+    ``{label: [K_label] logits}`` -> ``{label: index}``; one device-to-host transfer for all labels.
+    """
+    if not alphas:
+        return {}
+    noise = _gumbel_noise(alphas, generator)
+    scores = torch.cat([alpha.detach().float() for alpha in alphas.values()]).cpu() / tau + torch.cat(noise)
+    indices = [int(torch.argmax(part)) for part in scores.split([n.numel() for n in noise])]
+    return dict(zip(alphas, indices))
 
 
 def parameter_bytes(module: nn.Module, exclude: set[int] | None = None) -> int:
@@ -128,7 +151,7 @@ def _scale(output: Any, weight: torch.Tensor | None) -> Any:
 
 
 @contextlib.contextmanager
-def _keep_batchnorm_stats(module: nn.Module) -> Iterator[None]:
+def keep_batchnorm_stats(module: nn.Module) -> Iterator[None]:
     """Undo running-statistics updates made inside the block (a recomputed forward must not count twice)."""
     saved = [(m, [b.clone() for b in m.buffers(recurse=False)]) for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     try:
@@ -141,7 +164,7 @@ def _keep_batchnorm_stats(module: nn.Module) -> Iterator[None]:
 
 
 def _recompute_contexts(module: nn.Module) -> tuple[Any, Any]:
-    return contextlib.nullcontext(), _keep_batchnorm_stats(module)
+    return contextlib.nullcontext(), keep_batchnorm_stats(module)
 
 
 def run_checkpointed(module: nn.Module, *args: torch.Tensor) -> Any:

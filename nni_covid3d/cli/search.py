@@ -38,8 +38,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3, help="weight learning rate (Adam)")
     p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--arc-lr", type=float, default=3e-4, help="architecture learning rate (Adam)")
-    p.add_argument("--warmup-epochs", type=int, default=0, help="epochs of weight steps only")
+    p.add_argument("--arc-lr", type=float,
+                   help="architecture learning rate (Adam; default: the strategy's own, 3e-4 for NNI's)")
+    p.add_argument("--warmup-epochs", type=int,
+                   help="epochs of weight steps only (default: a quarter of --epochs for gumbel-dnas, 0 for NNI's)")
+    p.add_argument("--arch-estimator", choices=("score_function", "straight_through"), default="score_function",
+                   help="how gumbel-dnas's logits learn: paths compared by their losses, or the straight-through "
+                        "gradient of one path (benchmarks/RESULTS.md, planted problems)")
+    p.add_argument("--weight-sampling", choices=("fair", "gumbel"), default="fair",
+                   help="gumbel-dnas weight steps after warm-up: every candidate in turn, or drawn from the logits")
     p.add_argument("--tau", type=float, nargs=2, default=(5.0, 0.5), metavar=("INIT", "FINAL"),
                    help="Gumbel temperature annealed from INIT to FINAL (gumbel-dnas, gumbel-darts)")
     p.add_argument("--tau-schedule", choices=("exponential", "linear"), default="exponential")
@@ -63,8 +70,10 @@ def _strategy_kwargs(args: argparse.Namespace, arch_indices: list[int]) -> dict:
     if args.strategy == "gumbel-dnas":
         from nni_covid3d.strategies import TemperatureSchedule
 
+        optional = {k: v for k, v in (("arc_learning_rate", args.arc_lr), ("warmup_epochs", args.warmup_epochs))
+                    if v is not None}
         return dict(
-            arc_learning_rate=args.arc_lr, warmup_epochs=args.warmup_epochs,
+            **optional, arch_estimator=args.arch_estimator, weight_sampling=args.weight_sampling,
             temperature=TemperatureSchedule(args.tau[0], args.tau[1], args.tau_schedule),
             arch_split=arch_indices, size_budget_mb=args.size_budget_mb, seed=args.seed,
             flops_budget=args.flops_budget_g * 1e9 if args.flops_budget_g is not None else None,
@@ -74,11 +83,12 @@ def _strategy_kwargs(args: argparse.Namespace, arch_indices: list[int]) -> dict:
     if args.resume or args.size_budget_mb is not None or args.flops_budget_g is not None or args.checkpoint_activations:
         raise UserError("--resume, --size-budget-mb, --flops-budget-g and --checkpoint-activations apply to "
                         "--strategy gumbel-dnas only")
+    nni_darts = dict(arc_learning_rate=3e-4 if args.arc_lr is None else args.arc_lr,
+                     warmup_epochs=args.warmup_epochs or 0, gradient_clip_val=5.0)
     if args.strategy in ("darts", "proxyless"):
-        return dict(arc_learning_rate=args.arc_lr, warmup_epochs=args.warmup_epochs, gradient_clip_val=5.0)
+        return nni_darts
     if args.strategy == "gumbel-darts":
-        return dict(arc_learning_rate=args.arc_lr, warmup_epochs=args.warmup_epochs, gradient_clip_val=5.0,
-                    temperature=(float(args.tau[0]), float(args.tau[1])))
+        return dict(**nni_darts, temperature=(float(args.tau[0]), float(args.tau[1])))
     return {}
 
 

@@ -18,7 +18,7 @@ from nni_covid3d.strategies import GumbelDNAS, TemperatureSchedule
 from nni_covid3d.strategies import gumbel_dnas as gumbel_module
 from nni_covid3d.strategies.supermodules import GumbelLayerChoice, GumbelRepeat, hard_gumbel_draw
 
-from .toy import MixedSpace, PlantedSpace, image_dataset, make_evaluator, planted_dataset, run_search
+from .toy import MixedSpace, image_dataset, make_evaluator, run_search
 
 
 def _alphas(strategy: GumbelDNAS) -> dict[str, torch.Tensor]:
@@ -33,7 +33,8 @@ class PathRecorder(pl.Callback):
         self.alpha_grads: list[dict[str, torch.Tensor]] = []
 
     def on_fit_start(self, trainer, module):
-        module.model.register_forward_pre_hook(lambda *_: self.passes.append(defaultdict(list)))
+        module.model.register_forward_pre_hook(
+            lambda model, _: self.passes.append(defaultdict(list, training=model.training, grad=torch.is_grad_enabled())))
         for name, sub in module.model.named_modules():
             if isinstance(sub, GumbelLayerChoice):
                 for cand in sub.names:
@@ -58,19 +59,25 @@ def test_straight_through_draw_is_one_hot_with_gradient():
     assert again.index == draw.index
 
 
-def test_alpha_gradients_and_exactly_one_candidate_per_choice():
+@pytest.mark.parametrize("estimator", ["score_function", "straight_through"])
+def test_alpha_gradients_and_exactly_one_candidate_per_choice(estimator):
     torch.manual_seed(0)
     recorder = PathRecorder()
-    evaluator = make_evaluator(image_dataset(64), image_dataset(32, seed=1), epochs=1, callbacks=[recorder])
-    strategy = run_search(MixedSpace(), evaluator, GumbelDNAS(seed=0))
+    evaluator = make_evaluator(image_dataset(128), image_dataset(32, seed=1), epochs=1, batch_size=16,
+                               callbacks=[recorder])
+    strategy = run_search(MixedSpace(), evaluator, GumbelDNAS(seed=0, arch_estimator=estimator))
 
     assert recorder.alpha_grads, "no training step ran"
     for grads in recorder.alpha_grads:
         assert set(grads) == {"op", "depth", "act", "skip"}
         for label, grad in grads.items():
-            assert torch.isfinite(grad).all() and grad.abs().sum() > 0, f"zero gradient for {label}"
+            assert torch.isfinite(grad).all()
+    # Some steps leave a label without gradient (the score function: both paths drew the same value;
+    # straight-through: the skip InputChoice dropped the path through it); over the steps, all move.
+    for label in ("op", "depth", "act", "skip"):
+        assert any(grads[label].abs().sum() > 0 for grads in recorder.alpha_grads), f"{label} never got a gradient"
 
-    # Training passes: 2 per batch (arch + weight step); validation passes run the argmax path.
+    # Training passes: 2 or 3 per batch (arch + weight step); validation passes run the argmax path.
     assert len(recorder.passes) >= 2 * len(recorder.alpha_grads)
     for ran in recorder.passes:
         assert len(ran["op"]) == 1
@@ -131,35 +138,40 @@ def test_architecture_step_activations_are_freed_before_the_weight_step():
     torch.manual_seed(0)
     watcher = ArchActivationWatcher()
     evaluator = make_evaluator(image_dataset(64), image_dataset(32, seed=1), epochs=1, callbacks=[watcher])
-    run_search(MixedSpace(), evaluator, GumbelDNAS(seed=0, warmup_epochs=0))
+    run_search(MixedSpace(), evaluator, GumbelDNAS(seed=0, warmup_epochs=0, arch_estimator="straight_through"))
     assert watcher.alive_at_weight_step, "no weight step ran"
     assert watcher.alive_at_weight_step == [0] * len(watcher.alive_at_weight_step)
 
 
-def _planted_search(seed: int, arc_learning_rate: float) -> int:
-    torch.manual_seed(seed)
-    informative = 2
-    evaluator = make_evaluator(planted_dataset(256, informative, seed=seed), planted_dataset(64, informative, seed=seed + 100),
-                               epochs=4, batch_size=16, learning_rate=0.05)
-    strategy = run_search(PlantedSpace(), evaluator,
-                          GumbelDNAS(seed=seed, arc_learning_rate=arc_learning_rate, warmup_epochs=1))
-    return strategy.export()["block"]
+def _training_ops(recorder: PathRecorder) -> tuple[list[str], list[str]]:
+    """(ops of the weight passes, ops of the architecture passes) in order, from a PathRecorder."""
+    training = [ran for ran in recorder.passes if ran["training"]]
+    weight = [ran["op"][0] for ran in training if ran["grad"]]
+    arch = [ran["op"][0] for ran in training if not ran["grad"]]
+    return weight, arch
 
 
-def _random_logit_export(seed: int) -> int:
-    """The control: the argmax of the logits GumbelDNAS starts from (never trained)."""
-    space = GumbelDNAS(seed=seed).mutate_model(PlantedSpace())
-    return space.choice.export({})["block"]
+def test_warmup_trains_every_candidate_equally_then_weights_stay_fair():
+    torch.manual_seed(0)
+    recorder = PathRecorder()
+    # 64 samples, half for the architecture: 1 weight step (batch 32) per epoch; 12 epochs, 3 of warm-up.
+    evaluator = make_evaluator(image_dataset(64), image_dataset(32, seed=1), epochs=12, callbacks=[recorder])
+    strategy = run_search(MixedSpace(), evaluator, GumbelDNAS(seed=0, arc_learning_rate=0.1))
+    assert strategy.oneshot_module.warmup_epochs == 3  # a quarter of 12 epochs
+    weight_ops, arch_ops = _training_ops(recorder)
+    assert len(weight_ops) == 12 and len(arch_ops) == 2 * 9  # two forward-only paths per architecture step
+    for cycle in range(4):  # every candidate once in each cycle of 3 weight steps, warm-up or not
+        assert sorted(weight_ops[3 * cycle: 3 * cycle + 3]) == ["conv3", "conv5", "pool"], weight_ops
 
 
-@pytest.mark.slow
-def test_planted_candidate_is_found_and_random_logits_do_not_find_it():
-    # ~24 architecture steps per seed: a larger arch learning rate than the 3e-4 default.
-    found = [_planted_search(seed, 0.01) for seed in range(10)]
-    control = [_random_logit_export(seed) for seed in range(10)]
-    assert sum(b == 2 for b in found) >= 9, found
-    assert sum(b == 2 for b in control) < 9, control
-    assert len(set(control)) > 1, control
+def test_weights_can_follow_the_logits_after_warmup():
+    torch.manual_seed(0)
+    recorder = PathRecorder()
+    evaluator = make_evaluator(image_dataset(64), image_dataset(32, seed=1), epochs=12, callbacks=[recorder])
+    strategy = run_search(MixedSpace(), evaluator, GumbelDNAS(seed=0, arc_learning_rate=0.5, weight_sampling="gumbel"))
+    favourite = strategy.export()["op"]
+    weight_ops, _ = _training_ops(recorder)
+    assert weight_ops[3:].count(favourite) > 5, (favourite, weight_ops)
 
 
 def test_export_is_argmax_of_logits_not_a_sample():
@@ -219,7 +231,8 @@ def test_size_budget_steers_to_small_candidates():
     torch.manual_seed(0)
     evaluator = make_evaluator(image_dataset(64), image_dataset(16, seed=1), epochs=3)
     strategy = run_search(MixedSpace(), evaluator,
-                          GumbelDNAS(seed=0, arc_learning_rate=0.05, size_budget_mb=1e-4, penalty_weight=100.0))
+                          GumbelDNAS(seed=0, arc_learning_rate=0.05, size_budget_mb=1e-4, penalty_weight=100.0,
+                                     warmup_epochs=0))
     exported = strategy.export()
     assert exported["op"] == "pool" and exported["depth"] == 1, exported
     expected, argmax_size = strategy.oneshot_module.expected_size_mb()
@@ -233,7 +246,8 @@ def test_flops_budget_steers_to_cheap_candidates():
     torch.manual_seed(0)
     evaluator = make_evaluator(image_dataset(64), image_dataset(16, seed=1), epochs=3)
     strategy = run_search(MixedSpace(), evaluator,
-                          GumbelDNAS(seed=0, arc_learning_rate=0.05, flops_budget=1e3, penalty_weight=100.0))
+                          GumbelDNAS(seed=0, arc_learning_rate=0.05, flops_budget=1e3, penalty_weight=100.0,
+                                     warmup_epochs=0))
     exported = strategy.export()
     assert exported["op"] == "pool" and exported["depth"] == 1, exported
     model = next(strategy.list_models()).executable_model().eval()

@@ -14,40 +14,6 @@ from nni.nas.space import RawFormatModelSpace
 from torch.utils.data import TensorDataset
 
 
-class BlockSelect(nn.Module):
-    """A classifier that looks only at features ``[start, start + width)`` of its input."""
-
-    def __init__(self, start: int, width: int, num_classes: int = 2, hidden: int = 16):
-        super().__init__()
-        self.start, self.width = start, width
-        self.net = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x[:, self.start: self.start + self.width])
-
-
-class PlantedSpace(ModelSpace):
-    """One LayerChoice over ``n_candidates`` classifiers, each seeing one block of the input.
-
-    Only the candidate reading the block with the label in it can solve the task (``planted_dataset``).
-    """
-
-    def __init__(self, n_candidates: int = 5, width: int = 2):
-        super().__init__()
-        self.choice = LayerChoice([BlockSelect(i * width, width) for i in range(n_candidates)], label="block")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.choice(x)
-
-
-def planted_dataset(n: int, informative: int, n_candidates: int = 5, width: int = 2, seed: int = 0) -> TensorDataset:
-    """Gaussian features; the label is whether the first feature of block ``informative`` is positive."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, n_candidates * width, generator=g)
-    y = (x[:, informative * width] > 0).long()
-    return TensorDataset(x, y)
-
-
 class MixedSpace(ModelSpace):
     """A small CNN space with a LayerChoice, a Repeat of mutable depth, a shared label and an InputChoice."""
 
