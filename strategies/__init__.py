@@ -5,9 +5,9 @@
 """
 import nni_covid3d._warnings  # noqa: F401  (filters NNI's import warnings)
 
-from .gumbel_dnas import GumbelDNAS, GumbelDNASLightningModule, TemperatureSchedule, patient_holdout_indices
+from .gumbel_dnas import GumbelDNAS, GumbelDNASLightningModule, TemperatureSchedule
 from .registry import STRATEGY_NAMES, get
 
 __all__ = [
-    "GumbelDNAS", "GumbelDNASLightningModule", "TemperatureSchedule", "patient_holdout_indices", "STRATEGY_NAMES", "get",
+    "GumbelDNAS", "GumbelDNASLightningModule", "TemperatureSchedule", "STRATEGY_NAMES", "get",
 ]

@@ -101,9 +101,11 @@ def run(args: argparse.Namespace) -> int:
     from pytorch_lightning.loggers import TensorBoardLogger
     from torch.utils.data import Subset
 
-    from nni_covid3d.data import Preprocessing, load_dataset, load_split, make_dataset, make_patient_split, save_split
+    from nni_covid3d.data import (
+        Preprocessing, load_dataset, load_split, make_dataset, make_patient_split, patient_holdout_indices, save_split,
+    )
     from nni_covid3d.search_spaces import CovidNet3DSpace, export_architecture, save_architecture
-    from nni_covid3d.strategies import get, patient_holdout_indices
+    from nni_covid3d.strategies import get
     from nni_covid3d.training import CovidClassifier
 
     if args.epochs < 1 or args.batch_size < 1:

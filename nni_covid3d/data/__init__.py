@@ -12,7 +12,14 @@ from typing import Any
 from nni_covid3d.data.readers import DATASETS, load_dataset
 from nni_covid3d.data.records import DataError, DatasetIndex, Scan, SkippedScan
 from nni_covid3d.data.single import load_single_scan
-from nni_covid3d.data.splits import check_patient_disjoint, load_split, make_patient_split, save_split, split_summary
+from nni_covid3d.data.splits import (
+    check_patient_disjoint,
+    load_split,
+    make_patient_split,
+    patient_holdout_indices,
+    save_split,
+    split_summary,
+)
 
 _LAZY = {
     "Preprocessing": "nni_covid3d.data.transforms",
@@ -35,6 +42,7 @@ __all__ = [
     "load_dataset",
     "load_single_scan",
     "make_patient_split",
+    "patient_holdout_indices",
     "save_split",
     "load_split",
     "check_patient_disjoint",

@@ -8,10 +8,14 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+import torch
 
 from nni_covid3d.data.records import DataError, Scan
 
-__all__ = ["SPLIT_NAMES", "make_patient_split", "save_split", "load_split", "check_patient_disjoint", "split_summary"]
+__all__ = [
+    "SPLIT_NAMES", "make_patient_split", "save_split", "load_split", "check_patient_disjoint", "split_summary",
+    "patient_holdout_indices",
+]
 
 SPLIT_NAMES = ("train", "val", "test")
 FORMAT = "nni-covid3d-split/1"
@@ -175,3 +179,19 @@ def load_split(
         raise DataError(path, "unrecognised split format (expected this package's split JSON or {class: {patient: {scan: [slices]}}})")
     check_patient_disjoint(split)
     return split
+
+
+def patient_holdout_indices(groups: Sequence[str], fraction: float, seed: int = 0) -> list[int]:
+    """Dataset indices of a seeded ``fraction`` of the groups (``groups``: one patient id per sample).
+
+    Use as ``GumbelDNAS(arch_split=...)`` so that architecture steps see whole held-out patients.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must lie in (0, 1), got {fraction}")
+    unique = sorted(set(groups))
+    if len(unique) < 2:
+        raise ValueError(f"need at least two patients to hold some out for architecture steps, got {len(unique)}")
+    order = torch.randperm(len(unique), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_held = min(len(unique) - 1, max(1, round(fraction * len(unique))))
+    held = {unique[i] for i in order[:n_held]}
+    return [i for i, group in enumerate(groups) if group in held]

@@ -15,7 +15,7 @@ from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableConv2d
 
 import nni_covid3d.strategies as strategies
 from nni_covid3d.strategies import GumbelDNAS, TemperatureSchedule
-from nni_covid3d.strategies import gumbel_dnas as gumbel_module
+from nni_covid3d.strategies.gumbel_dnas import lightning as gumbel_module
 from nni_covid3d.strategies.supermodules import GumbelLayerChoice, GumbelRepeat, hard_gumbel_draw
 
 from .toy import MixedSpace, image_dataset, make_evaluator, run_search

@@ -1,0 +1,389 @@
+"""The Lightning module of a GumbelDNAS search: draws, architecture and weight steps, epoch hooks, checkpoints."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+import nni.nas.strategy  # noqa: F401  (import first: importing the one-shot module first breaks NNI's strategy package)
+from nni.mutable import Sample
+from nni.nas.evaluator.pytorch.lightning import SupervisedLearningModule
+from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
+
+from ..supermodules import Draw, GumbelSuperNetModule, gumbel_max_indices, hard_gumbel_draws, keep_batchnorm_stats
+from .cost import FlopsTable, expected_size_mb
+from .schedule import TemperatureSchedule
+
+__all__ = ["ArchEstimator", "GumbelDNASLightningModule", "WeightSampling"]
+
+ArchEstimator = Literal["score_function", "straight_through"]
+WeightSampling = Literal["fair", "gumbel"]
+
+
+def _in_nni_trial() -> bool:
+    import nni
+
+    return nni.get_trial_id() != "STANDALONE" or nni.get_experiment_id() != "STANDALONE"
+
+
+def _all_reduce_mean(tensors: list[torch.Tensor]) -> None:
+    """Average ``tensors`` in place over DDP ranks (no-op without an initialised process group)."""
+    if not tensors or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset: offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def _numpy_state_to_tensors(state: tuple) -> tuple:
+    # Lightning loads checkpoints with weights_only=True, which refuses numpy arrays.
+    name, keys, pos, has_gauss, cached = state
+    return (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
+
+
+def _numpy_state_from_tensors(state: tuple) -> tuple:
+    name, keys, pos, has_gauss, cached = state
+    return (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
+
+
+class GumbelDNASLightningModule(DartsLightningModule):
+    """Search logic of :class:`GumbelDNAS` (wraps the evaluator's LightningModule).
+
+    ``batch`` in :meth:`training_step` is ``{"train": weight batch, "arch": architecture batch}``.
+    Validation runs the current argmax architecture (the one that would be exported).
+    """
+
+    def __init__(
+        self,
+        training_module: pl.LightningModule,
+        *,
+        arc_learning_rate: float = 0.03,
+        arc_betas: tuple[float, float] = (0.5, 0.999),
+        arc_weight_decay: float = 1e-3,
+        gradient_clip_val: float | None = 5.0,
+        warmup_epochs: int | None = None,
+        warmup_fraction: float = 0.25,
+        temperature: TemperatureSchedule = TemperatureSchedule(),
+        arch_estimator: ArchEstimator = "score_function",
+        arch_samples: int = 2,
+        weight_sampling: WeightSampling = "fair",
+        size_budget_mb: float | None = None,
+        flops_budget: float | None = None,
+        penalty_weight: float = 1.0,
+        seed: int = 0,
+        export_path: str | Path | None = None,
+        report_metric: str = "val_acc",
+    ):
+        super().__init__(training_module, arc_learning_rate=arc_learning_rate,
+                         gradient_clip_val=gradient_clip_val, warmup_epochs=warmup_epochs or 0)
+        #: ``None``: resolved from ``warmup_fraction`` of the trainer's ``max_epochs`` at fit start.
+        self.requested_warmup_epochs = warmup_epochs
+        self.warmup_fraction = warmup_fraction
+        self.arch_estimator = arch_estimator
+        self.arch_samples = arch_samples
+        self.weight_sampling = weight_sampling
+        self.arc_betas = tuple(arc_betas)
+        self.arc_weight_decay = arc_weight_decay
+        self.temperature_schedule = temperature
+        self.size_budget_mb = size_budget_mb
+        self.flops_budget = flops_budget
+        self.penalty_weight = penalty_weight
+        self.seed = seed
+        self.export_path = Path(export_path) if export_path is not None else None
+        self.report_metric = report_metric
+        self._flops: FlopsTable | None = None
+        self._gumbel_modules: list[GumbelSuperNetModule] | None = None
+        self.register_buffer("temperature", torch.tensor(float(temperature.init)))
+        # Moving average of the architecture loss: the score-function baseline when one path is drawn.
+        self.register_buffer("loss_baseline", torch.tensor(float("nan")))
+        self._last_reported: float | None = None
+
+    # ----------------------------------------------------------------- choices and draws
+    def gumbel_modules(self) -> list[GumbelSuperNetModule]:
+        # Found once: the supernet's structure is fixed by now, and walking every module several
+        # times a step cost ~7 ms of Python per step (tiny input, CPU): launch-bound GPU steps feel it.
+        if self._gumbel_modules is None:
+            self._gumbel_modules = [m for m in self.supernet_modules() if isinstance(m, GumbelSuperNetModule)]
+        return self._gumbel_modules
+
+    def label_alphas(self) -> dict[str, nn.Parameter]:
+        """``{label: alpha}`` over the whole supernet, sorted by label (the draw order)."""
+        alphas: dict[str, nn.Parameter] = {}
+        for module in self.gumbel_modules():
+            alphas.update(module.label_alphas())
+        return dict(sorted(alphas.items()))
+
+    def _step_generator(self, phase: int) -> torch.Generator:
+        """A generator seeded by (seed, epoch, batch, phase) only: all DDP ranks draw the same path,
+        and a resumed run draws what the uninterrupted run would have."""
+        step_seed = ((self.seed * 1_000_003 + self.trainer.current_epoch) * 1_000_003 + self._batch_idx) * 64 + phase
+        return torch.Generator().manual_seed(step_seed % (2**63))
+
+    def draw(self, phase: int) -> dict[str, Draw]:
+        """Draw every label with straight-through Gumbel noise (the draw carries d loss / d alpha)."""
+        draws = hard_gumbel_draws(self.label_alphas(), float(self.temperature), self._step_generator(phase))
+        return self._use(draws)
+
+    def sample(self, phase: int) -> dict[str, Draw]:
+        """Draw every label from ``softmax(alpha / temperature)`` (Gumbel-max), without gradient."""
+        indices = gumbel_max_indices(self.label_alphas(), float(self.temperature), self._step_generator(phase))
+        return self._use({label: Draw(index) for label, index in indices.items()})
+
+    def fair_draws(self) -> dict[str, Draw]:
+        """Every label's candidates in turn, in a seeded order (no gradient).
+
+        Weight step ``t`` of the fit (counted over epochs) takes position ``t mod K`` of a permutation
+        of the K candidates that changes every K steps: over any K consecutive steps of one cycle each
+        candidate is trained exactly once, whatever the logits say (FairNAS-style strict fairness).
+        """
+        step = self.trainer.current_epoch * max(1, int(self.trainer.num_training_batches)) + self._batch_idx
+        draws = {}
+        for position, (label, alpha) in enumerate(self.label_alphas().items()):
+            k = alpha.numel()
+            cycle, offset = divmod(step, k)
+            cycle_seed = ((self.seed * 1_000_003 + cycle) * 1_000_003 + position) % (2**63)
+            order = torch.randperm(k, generator=torch.Generator().manual_seed(cycle_seed))
+            draws[label] = Draw(int(order[offset]))
+        return self._use(draws)
+
+    def _use(self, draws: dict[str, Draw]) -> dict[str, Draw]:
+        self._set_draws(draws)
+        self._last_draws = draws
+        return draws
+
+    def argmax_draws(self) -> dict[str, Draw]:
+        draws = {label: Draw(int(torch.argmax(alpha.detach()).item())) for label, alpha in self.label_alphas().items()}
+        return self._use(draws)
+
+    def _set_draws(self, draws: dict[str, Draw]) -> None:
+        for module in self.gumbel_modules():
+            module.set_draws(draws)
+
+    def resample(self) -> Sample:
+        """NNI's API (used by DARTS-style callers): a fresh draw; returns the sample."""
+        self._batch_idx = getattr(self, "_batch_idx", 0)
+        draws = self.draw(phase=0)
+        return self._sample_of(draws)
+
+    def _sample_of(self, draws: dict[str, Draw]) -> Sample:
+        values: dict[str, list[Any]] = {}
+        for module in self.gumbel_modules():
+            values.update(module.label_values())
+        return {label: values[label][d.index] for label, d in draws.items()}
+
+    # ----------------------------------------------------------------- resource constraint
+    def expected_size_mb(self) -> tuple[torch.Tensor, float]:
+        """(expected parameter size in MB under softmax(alpha), differentiable; size of the argmax subnet)."""
+        return expected_size_mb(self.model, self.gumbel_modules(), self.label_alphas())
+
+    def expected_flops(self) -> tuple[torch.Tensor, float]:
+        """(expected FLOPs per sample under softmax(alpha), differentiable; FLOPs of the argmax subnet)."""
+        if self._flops is None:
+            raise RuntimeError("FLOPs are measured at the first architecture step")
+        return self._flops.expected(self.label_alphas())
+
+    # ----------------------------------------------------------------- optimisation
+    def configure_architecture_optimizers(self):
+        params = self.arch_parameters()
+        if not params:
+            raise ValueError("No architecture parameters found: the model space has no choice to search.")
+        return torch.optim.Adam(params, self.arc_learning_rate, betas=self.arc_betas, weight_decay=self.arc_weight_decay)
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.label_alphas().values())
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int):
+        self._batch_idx = batch_idx
+        searching = self.trainer.current_epoch >= self.warmup_epochs
+        if searching:
+            self.architecture_step(batch["arch"], batch_idx)
+        # Weight step on a fresh path; the weight optimiser never holds the logits.
+        if searching and self.weight_sampling == "gumbel":
+            self.sample(phase=63)
+        else:
+            self.fair_draws()
+        output = self.training_module.training_step(batch["train"], 2 * batch_idx + 1)
+        self.advance_optimization(self._loss(output), batch_idx, self.gradient_clip_val)
+        self.advance_lr_schedulers(batch_idx)
+        return output
+
+    def architecture_step(self, batch: Any, batch_idx: int) -> None:
+        """One update of the logits on a held-out batch.
+
+        The gradient comes from :meth:`score_function_loss` or :meth:`straight_through_loss` (plus the
+        cost penalties), averaged over ranks by hand since this bypasses DDP's reducer. A method of its
+        own so that its graph is gone before the weight step allocates its own.
+        """
+        arc_optim = self.architecture_optimizers()
+        if self.arch_estimator == "straight_through":
+            arch_loss = self.straight_through_loss(batch, batch_idx)
+        else:
+            arch_loss = self.score_function_loss(batch, batch_idx)
+        if self.flops_budget is not None:
+            expected_flops, _ = self.expected_flops()
+            penalty = self.penalty_weight * F.relu(expected_flops / self.flops_budget - 1.0)
+            self.log("arch/flops_penalty", penalty.detach())
+            arch_loss = arch_loss + penalty
+        if self.size_budget_mb is not None:
+            expected, _ = self.expected_size_mb()
+            penalty = self.penalty_weight * F.relu(expected / self.size_budget_mb - 1.0)
+            self.log("arch/size_penalty", penalty.detach())
+            arch_loss = arch_loss + penalty
+        alphas = self.arch_parameters()
+        grads = torch.autograd.grad(arch_loss, alphas, allow_unused=True)
+        grads = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads)]
+        _all_reduce_mean(grads)
+        arc_optim.zero_grad()
+        for alpha, grad in zip(alphas, grads):
+            alpha.grad = grad
+        arc_optim.step()
+
+    def _arch_forward(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """The architecture batch's loss through the current path (FLOPs measured on the first call)."""
+        def forward() -> Any:
+            return self.training_module.training_step(batch, 2 * batch_idx)
+
+        if self.flops_budget is not None and self._flops is None:
+            self._flops, output = FlopsTable.measure(self.model, self.gumbel_modules(), forward, self._last_draws)
+            return self._loss(output)
+        return self._loss(forward())
+
+    def score_function_loss(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Surrogate whose gradient is the score-function (REINFORCE) estimate of d E[loss] / d alpha.
+
+        ``arch_samples`` paths are drawn from ``softmax(alpha / temperature)`` and run forward only
+        (no activations kept, BatchNorm statistics untouched) on the same batch. Each path's log
+        probability is weighted by its loss minus the mean loss of the other paths (leave-one-out
+        baseline; with one path, a moving average of past losses): paths that do better than the
+        others on the same batch gain probability. Losses are averaged over DDP ranks first.
+        """
+        paths, losses = [], []
+        with torch.no_grad(), keep_batchnorm_stats(self.model):
+            for phase in range(self.arch_samples):
+                paths.append(self.sample(phase))
+                losses.append(self._arch_forward(batch, batch_idx).detach().float())
+        loss = torch.stack(losses)
+        _all_reduce_mean([loss])
+        if len(losses) > 1:
+            advantage = loss - (loss.sum() - loss) / (len(losses) - 1)
+        else:
+            baseline = self.loss_baseline if torch.isfinite(self.loss_baseline) else loss[0]
+            advantage = loss - baseline
+            self.loss_baseline.copy_(0.9 * baseline + 0.1 * loss[0])
+        tau = float(self.temperature)
+        alphas = self.label_alphas()
+        surrogate = torch.zeros((), device=loss.device)
+        for path, adv in zip(paths, advantage):
+            log_prob = sum(F.log_softmax(alphas[label] / tau, -1)[draw.index] for label, draw in path.items())
+            surrogate = surrogate + adv * log_prob
+        self.log("arch/loss", loss.mean())
+        return surrogate / len(paths)
+
+    def straight_through_loss(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """The loss of one path drawn with straight-through Gumbel-Softmax (its gradient reaches alpha
+        through the drawn candidate's output scale only)."""
+        self.draw(phase=0)
+        loss = self._arch_forward(batch, batch_idx)
+        self.log("arch/loss", loss.detach())
+        return loss
+
+    @staticmethod
+    def _loss(output: Any) -> torch.Tensor:
+        return output["loss"] if isinstance(output, dict) else output
+
+    def validation_step(self, batch: Any, batch_idx: int):
+        self.argmax_draws()
+        return self.training_module.validation_step(batch, batch_idx)
+
+    # ----------------------------------------------------------------- epoch hooks
+    def on_fit_start(self):
+        if self.requested_warmup_epochs is None:
+            max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 0
+            self.warmup_epochs = int(round(self.warmup_fraction * max_epochs))
+        return super().on_fit_start()
+
+    def on_train_epoch_start(self):
+        tau = self.temperature_schedule.at(self.trainer.current_epoch, self.warmup_epochs, self.trainer.max_epochs)
+        self.temperature.fill_(tau)
+        return super().on_train_epoch_start()
+
+    def on_train_epoch_end(self):
+        metrics: dict[str, float] = {"gumbel/temperature": float(self.temperature)}
+        for label, alpha in self.label_alphas().items():
+            probs = F.softmax(alpha.detach().float(), -1)
+            metrics[f"entropy/{label}"] = float(-(probs * probs.clamp_min(1e-12).log()).sum())
+        for label, dist_ in self.export_probs().items():
+            for value, p in dist_.items():
+                metrics[f"prob/{label}/{value}"] = float(p)
+        expected, argmax_size = self.expected_size_mb()
+        metrics["arch/expected_size_mb"] = float(expected.detach())
+        metrics["arch/argmax_size_mb"] = argmax_size
+        if self._flops is not None:
+            expected_flops, argmax_flops = self.expected_flops()
+            metrics["arch/expected_gflops"] = float(expected_flops.detach()) / 1e9
+            metrics["arch/argmax_gflops"] = argmax_flops / 1e9
+        self.log_dict(metrics)
+        return super().on_train_epoch_end()
+
+    def on_validation_epoch_end(self):
+        if self.trainer.sanity_checking:
+            return
+        value = self.trainer.callback_metrics.get(self.report_metric)
+        if value is None:
+            return
+        self._last_reported = float(value)
+        if _in_nni_trial() and self.trainer.is_global_zero:
+            import nni
+
+            nni.report_intermediate_result(self._last_reported)
+
+    def on_fit_end(self):
+        reported = False
+        if self.trainer.is_global_zero:
+            if self._last_reported is not None and _in_nni_trial():
+                import nni
+
+                nni.report_final_result(self._last_reported)
+                reported = True
+            if self.export_path is not None:
+                self.export_path.parent.mkdir(parents=True, exist_ok=True)
+                self.export_path.write_text(json.dumps(self.export(), indent=2, default=str) + "\n")
+        # The evaluator's module may report a final result of its own in on_fit_end (NNI's
+        # SupervisedLearningModule does nothing else there): one final result per trial.
+        if reported or isinstance(self.training_module, SupervisedLearningModule):
+            return None
+        return self.training_module.on_fit_end()
+
+    # ----------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Logits, temperature (buffer) and both optimisers are saved by Lightning; add the RNGs so a
+        # resumed run shuffles and initialises as the uninterrupted one would have.
+        checkpoint["gumbel_dnas"] = {
+            "seed": self.seed,
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": _numpy_state_to_tensors(np.random.get_state()),
+            "python_rng": random.getstate(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("gumbel_dnas")
+        if state is None:
+            return
+        self.seed = state["seed"]
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(_numpy_state_from_tensors(state["numpy_rng"]))
+        random.setstate(state["python_rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])

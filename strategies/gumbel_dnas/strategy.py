@@ -1,0 +1,242 @@
+"""The GumbelDNAS strategy: NNI's one-shot contract (supernet mutation, evaluator, data, export)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pytorch_lightning as pl
+import torch
+import torch.nn as nn
+import nni.nas.strategy  # noqa: F401  (import first: importing the one-shot module first breaks NNI's strategy package)
+from nni.mutable import Sample
+from nni.nas.evaluator.pytorch.lightning import Lightning
+from nni.nas.nn.pytorch import ModelSpace
+from nni.nas.oneshot.pytorch.strategy import DARTS, MutationHook
+
+from ..supermodules import GumbelInputChoice, GumbelLayerChoice, GumbelRepeat, GumbelSuperNetModule, check_categorical, reject_unsupported
+from .lightning import ArchEstimator, GumbelDNASLightningModule, WeightSampling
+from .loaders import ArchSplit, arch_indices, split_train_loader
+from .schedule import TemperatureSchedule
+
+__all__ = ["GumbelDNAS"]
+
+
+class GumbelDNAS(DARTS):
+    """Single-path NAS with Gumbel sampling of the logits (an NNI one-shot strategy).
+
+    Supported mutables: ``LayerChoice``, ``InputChoice`` (``n_chosen=1``) and ``Repeat`` with a
+    categorical depth; anything else raises a ``TypeError`` naming the module or label.
+
+    Parameters
+    ----------
+    arc_learning_rate, arc_betas, arc_weight_decay
+        Adam for the architecture logits (defaults 0.03, (0.5, 0.999), 1e-3; the learning rate chosen
+        on the planted problems: NNI's DARTS default of 3e-4 suits its full-gradient estimator).
+    gradient_clip_val
+        Weight-gradient norm clip, applied by the strategy (Lightning's trainer clipping does not
+        act in one-shot). ``None`` disables it.
+    warmup_epochs, warmup_fraction
+        Epochs of weight steps only, every candidate trained in turn (see ``weight_sampling``); when
+        ``warmup_epochs`` is ``None`` (default), ``warmup_fraction`` (default 0.25) of ``max_epochs``.
+    temperature
+        A :class:`TemperatureSchedule`, a float (constant), ``(init, final)`` (exponential) or a dict.
+        Paths are drawn from ``softmax(alpha / temperature)``: a high temperature explores.
+    arch_estimator, arch_samples
+        How the logits learn. ``"score_function"`` (default): ``arch_samples`` paths (default 2) run
+        forward only on the same architecture batch, and each path's probability moves by how much
+        better its loss is than the other paths' (REINFORCE with a leave-one-out baseline; a moving
+        average with one path). ``"straight_through"``: one path forward and backward, the gradient
+        of the loss with respect to the drawn candidate's output scale (the original single-path
+        estimator; it does not compare candidates, see ``benchmarks/RESULTS.md``).
+    weight_sampling
+        The path of each weight step after warm-up: ``"fair"`` (default) keeps training every
+        candidate in turn, so the candidates the logits compare were trained alike; ``"gumbel"``
+        draws from the logits, so the favoured candidates train more (as in SNAS / GDAS).
+    arch_split
+        Data for the architecture steps: a fraction of the training loader's samples (default 0.5,
+        a seeded split), explicit dataset indices (e.g. whole held-out patients), or ``"val"`` for the
+        evaluator's validation loader as NNI's DARTS does. Unless ``"val"``, the evaluator's
+        validation loader evaluates the argmax architecture every epoch.
+    size_budget_mb, flops_budget, penalty_weight
+        Optional model-size budget (MB of parameters) and/or FLOPs budget (per sample, at the
+        training input size): each adds ``penalty_weight * relu(E[cost] / budget - 1)`` to the arch
+        loss, ``E[cost]`` being the expected cost under ``softmax(alpha)`` from per-candidate costs
+        (parameters counted directly; FLOPs counted once on the first architecture batch). An
+        ``InputChoice`` costs nothing by itself.
+    seed
+        Seeds the Gumbel noise (per step; identical on all DDP ranks) and the ``arch_split`` split.
+    export_path
+        If given, rank 0 writes the exported sample (JSON) there at the end of the search.
+    checkpoint_dir, resume_from
+        Save a Lightning checkpoint every epoch under ``checkpoint_dir`` (``last.ckpt`` kept);
+        resume from ``resume_from`` (a path, or ``"last"`` for ``checkpoint_dir/last.ckpt``).
+    report_metric
+        The logged validation metric reported to NNI (intermediate per epoch, final at the end)
+        when running inside an NNI trial.
+    checkpoint_candidates
+        Run each drawn ``LayerChoice`` candidate under activation checkpointing: its inner
+        activations are recomputed in backward instead of stored. Cuts activation memory (for large
+        3D inputs) at the cost of one more forward of the candidates per step; results are unchanged.
+    """
+
+    #: One candidate runs per choice, so candidates may differ in output shape (read by search spaces).
+    weighted_sum = False
+
+    def __init__(
+        self,
+        *,
+        arc_learning_rate: float = 0.03,
+        arc_betas: tuple[float, float] = (0.5, 0.999),
+        arc_weight_decay: float = 1e-3,
+        gradient_clip_val: float | None = 5.0,
+        warmup_epochs: int | None = None,
+        warmup_fraction: float = 0.25,
+        temperature: TemperatureSchedule | float | tuple[float, float] | dict = TemperatureSchedule(),
+        arch_estimator: ArchEstimator = "score_function",
+        arch_samples: int = 2,
+        weight_sampling: WeightSampling = "fair",
+        arch_split: ArchSplit = 0.5,
+        size_budget_mb: float | None = None,
+        flops_budget: float | None = None,
+        penalty_weight: float = 1.0,
+        seed: int = 0,
+        export_path: str | Path | None = None,
+        checkpoint_dir: str | Path | None = None,
+        resume_from: str | Path | None = None,
+        report_metric: str = "val_acc",
+        checkpoint_candidates: bool = False,
+        **kwargs: Any,
+    ):
+        super().__init__(arc_learning_rate=arc_learning_rate, gradient_clip_val=gradient_clip_val,
+                         warmup_epochs=warmup_epochs or 0, **kwargs)
+        if warmup_epochs is not None and warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+        if not 0.0 <= warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction must lie in [0, 1), got {warmup_fraction}")
+        if arch_estimator not in ("score_function", "straight_through"):
+            raise ValueError(f"arch_estimator must be 'score_function' or 'straight_through', got {arch_estimator!r}")
+        if arch_samples < 1:
+            raise ValueError(f"arch_samples must be >= 1, got {arch_samples}")
+        if weight_sampling not in ("fair", "gumbel"):
+            raise ValueError(f"weight_sampling must be 'fair' or 'gumbel', got {weight_sampling!r}")
+        self.warmup_epochs = warmup_epochs  # type: ignore[assignment]  (None: a fraction of the budget)
+        self.warmup_fraction = warmup_fraction
+        self.arch_estimator = arch_estimator
+        self.arch_samples = arch_samples
+        self.weight_sampling = weight_sampling
+        self.arc_betas = arc_betas
+        self.arc_weight_decay = arc_weight_decay
+        self.temperature = TemperatureSchedule.parse(temperature)
+        if isinstance(arch_split, float) and not 0.0 < arch_split < 1.0:
+            raise ValueError(f"arch_split fraction must lie in (0, 1), got {arch_split}")
+        if isinstance(arch_split, str) and arch_split != "val":
+            raise ValueError(f"arch_split must be a fraction, a list of indices or 'val', got {arch_split!r}")
+        if size_budget_mb is not None and size_budget_mb <= 0:
+            raise ValueError(f"size_budget_mb must be positive, got {size_budget_mb}")
+        if flops_budget is not None and flops_budget <= 0:
+            raise ValueError(f"flops_budget must be positive, got {flops_budget}")
+        self.flops_budget = flops_budget
+        self.arch_split = arch_split
+        self.size_budget_mb = size_budget_mb
+        self.penalty_weight = penalty_weight
+        self.seed = seed
+        self.export_path = export_path
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.resume_from = resume_from
+        self.report_metric = report_metric
+        self.checkpoint_candidates = checkpoint_candidates
+
+    # ----------------------------------------------------------------- supernet
+    def default_mutation_hooks(self) -> list[MutationHook]:
+        return [GumbelLayerChoice.mutate, GumbelInputChoice.mutate, GumbelRepeat.mutate, reject_unsupported]
+
+    def mutate_model(self, model: ModelSpace) -> ModelSpace:
+        if not isinstance(model, ModelSpace):
+            raise TypeError(f"GumbelDNAS searches an nni ModelSpace, got {type(model).__name__}")
+        for label, mutable in model.simplify().items():
+            check_categorical(label, mutable)
+        # DARTS draws the near-uniform starting logits (noise of 1e-3 that breaks argmax ties) from the
+        # global RNG: seed it, so a given seed always starts from the same logits.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = super().mutate_model(model)
+        covered: set[str] = set()
+        for module in model.modules():
+            if isinstance(module, GumbelSuperNetModule):
+                covered.update(module.label_alphas())
+        for module in model.modules():
+            if isinstance(module, GumbelLayerChoice):
+                module.checkpoint_candidates = self.checkpoint_candidates
+        missing = sorted(set(self._arch_parameters) - covered)
+        if missing:
+            raise TypeError(
+                f"GumbelDNAS supports only LayerChoice, InputChoice and Repeat; the mutables {missing} are "
+                "used some other way (e.g. inside forward or a mutable operator) and cannot be searched"
+            )
+        return model
+
+    # ----------------------------------------------------------------- evaluator
+    def configure_oneshot_module(self, training_module: pl.LightningModule) -> GumbelDNASLightningModule:
+        return GumbelDNASLightningModule(
+            training_module,
+            arc_learning_rate=self.arc_learning_rate,
+            arc_betas=self.arc_betas,
+            arc_weight_decay=self.arc_weight_decay,
+            gradient_clip_val=self.gradient_clip_val,
+            warmup_epochs=self.warmup_epochs,
+            warmup_fraction=self.warmup_fraction,
+            temperature=self.temperature,
+            arch_estimator=self.arch_estimator,
+            arch_samples=self.arch_samples,
+            weight_sampling=self.weight_sampling,
+            size_budget_mb=self.size_budget_mb,
+            flops_budget=self.flops_budget,
+            penalty_weight=self.penalty_weight,
+            seed=self.seed,
+            export_path=self.export_path,
+            report_metric=self.report_metric,
+        )
+
+    def mutate_evaluator(self, evaluator: Lightning) -> Lightning:
+        evaluator = super().mutate_evaluator(evaluator)
+        trainer = evaluator.trainer
+        from pytorch_lightning.strategies import DDPStrategy
+
+        if isinstance(trainer.strategy, DDPStrategy):
+            # Unsampled candidates receive no gradient in a step.
+            trainer.strategy._ddp_kwargs["find_unused_parameters"] = True  # noqa: SLF001
+        if self.checkpoint_dir is not None:
+            from pytorch_lightning.callbacks import ModelCheckpoint
+
+            trainer.callbacks.append(ModelCheckpoint(
+                dirpath=self.checkpoint_dir, filename="search-{epoch:03d}", save_last=True,
+                every_n_epochs=1, save_on_train_epoch_end=True,
+            ))
+        if self.resume_from is not None:
+            path = self.resume_from
+            if str(path) == "last":
+                if self.checkpoint_dir is None:
+                    raise ValueError("resume_from='last' needs checkpoint_dir")
+                path = self.checkpoint_dir / "last.ckpt"
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"{path}: search checkpoint to resume from does not exist")
+            evaluator.fit_kwargs["ckpt_path"] = str(path)
+        return evaluator
+
+    def train_dataloader(self, train_dataloader_fn: Callable[[], Any], val_dataloader_fn: Callable[[], Any]) -> Any:
+        if isinstance(self.arch_split, str):  # "val": NNI DARTS's arrangement
+            return {"train": train_dataloader_fn(), "arch": val_dataloader_fn()}
+        loader = train_dataloader_fn()
+        weight_loader, arch_loader = split_train_loader(loader, arch_indices(len(loader.dataset), self.arch_split, self.seed))
+        return {"train": weight_loader, "arch": arch_loader}
+
+    def val_dataloader(self, train_dataloader_fn: Callable[[], Any], val_dataloader_fn: Callable[[], Any]) -> Any:
+        return None if isinstance(self.arch_split, str) else val_dataloader_fn()
+
+    # ----------------------------------------------------------------- results
+    def export(self) -> Sample:
+        """The argmax architecture (a sample for ``space.freeze``); available after the search ran."""
+        return self.oneshot_module.export()
+
+    def export_probs(self) -> dict[str, dict[Any, float]]:
+        return self.oneshot_module.export_probs()
