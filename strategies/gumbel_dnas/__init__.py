@@ -15,12 +15,13 @@ Each of these choices was kept because the planted-problem suite (``strategies/p
 ``benchmarks/bench_planted.py``) showed it finds the known best architecture more often.
 
 Laid out as NNI lays out DARTS: the strategy (``strategy.py``), its Lightning module (``lightning.py``),
-the cost penalty (``cost.py``), the weight / architecture data split (``loaders.py``) and the
+the settings both share (``settings.py``), the cost penalty (``cost.py``), the weight / architecture data split (``loaders.py``) and the
 temperature schedule (``schedule.py``).
 """
 from .lightning import GumbelDNASLightningModule
 from .loaders import split_train_loader
 from .schedule import TemperatureSchedule
+from .settings import SearchSettings
 from .strategy import GumbelDNAS
 
-__all__ = ["GumbelDNAS", "GumbelDNASLightningModule", "TemperatureSchedule", "split_train_loader"]
+__all__ = ["GumbelDNAS", "GumbelDNASLightningModule", "SearchSettings", "TemperatureSchedule", "split_train_loader"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -19,12 +20,9 @@ from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 
 from ..supermodules import Draw, GumbelSuperNetModule, gumbel_max_indices, hard_gumbel_draws, keep_batchnorm_stats
 from .cost import FlopsTable, expected_size_mb
-from .schedule import TemperatureSchedule
+from .settings import SearchSettings
 
-__all__ = ["ArchEstimator", "GumbelDNASLightningModule", "WeightSampling"]
-
-ArchEstimator = Literal["score_function", "straight_through"]
-WeightSampling = Literal["fair", "gumbel"]
+__all__ = ["GumbelDNASLightningModule"]
 
 
 def _in_nni_trial() -> bool:
@@ -64,47 +62,13 @@ class GumbelDNASLightningModule(DartsLightningModule):
     Validation runs the current argmax architecture (the one that would be exported).
     """
 
-    def __init__(
-        self,
-        training_module: pl.LightningModule,
-        *,
-        arc_learning_rate: float = 0.03,
-        arc_betas: tuple[float, float] = (0.5, 0.999),
-        arc_weight_decay: float = 1e-3,
-        gradient_clip_val: float | None = 5.0,
-        warmup_epochs: int | None = None,
-        warmup_fraction: float = 0.25,
-        temperature: TemperatureSchedule = TemperatureSchedule(),
-        arch_estimator: ArchEstimator = "score_function",
-        arch_samples: int = 2,
-        weight_sampling: WeightSampling = "fair",
-        size_budget_mb: float | None = None,
-        flops_budget: float | None = None,
-        penalty_weight: float = 1.0,
-        seed: int = 0,
-        export_path: str | Path | None = None,
-        report_metric: str = "val_acc",
-    ):
-        super().__init__(training_module, arc_learning_rate=arc_learning_rate,
-                         gradient_clip_val=gradient_clip_val, warmup_epochs=warmup_epochs or 0)
-        #: ``None``: resolved from ``warmup_fraction`` of the trainer's ``max_epochs`` at fit start.
-        self.requested_warmup_epochs = warmup_epochs
-        self.warmup_fraction = warmup_fraction
-        self.arch_estimator = arch_estimator
-        self.arch_samples = arch_samples
-        self.weight_sampling = weight_sampling
-        self.arc_betas = tuple(arc_betas)
-        self.arc_weight_decay = arc_weight_decay
-        self.temperature_schedule = temperature
-        self.size_budget_mb = size_budget_mb
-        self.flops_budget = flops_budget
-        self.penalty_weight = penalty_weight
-        self.seed = seed
-        self.export_path = Path(export_path) if export_path is not None else None
-        self.report_metric = report_metric
+    def __init__(self, training_module: pl.LightningModule, settings: SearchSettings = SearchSettings()):
+        super().__init__(training_module, arc_learning_rate=settings.arc_learning_rate,
+                         gradient_clip_val=settings.gradient_clip_val, warmup_epochs=settings.warmup_epochs or 0)
+        self.settings = settings
         self._flops: FlopsTable | None = None
         self._gumbel_modules: list[GumbelSuperNetModule] | None = None
-        self.register_buffer("temperature", torch.tensor(float(temperature.init)))
+        self.register_buffer("temperature", torch.tensor(float(settings.temperature.init)))
         # Moving average of the architecture loss: the score-function baseline when one path is drawn.
         self.register_buffer("loss_baseline", torch.tensor(float("nan")))
         self._last_reported: float | None = None
@@ -127,7 +91,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
     def _step_generator(self, phase: int) -> torch.Generator:
         """A generator seeded by (seed, epoch, batch, phase) only: all DDP ranks draw the same path,
         and a resumed run draws what the uninterrupted run would have."""
-        step_seed = ((self.seed * 1_000_003 + self.trainer.current_epoch) * 1_000_003 + self._batch_idx) * 64 + phase
+        step_seed = ((self.settings.seed * 1_000_003 + self.trainer.current_epoch) * 1_000_003 + self._batch_idx) * 64 + phase
         return torch.Generator().manual_seed(step_seed % (2**63))
 
     def draw(self, phase: int) -> dict[str, Draw]:
@@ -152,7 +116,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
         for position, (label, alpha) in enumerate(self.label_alphas().items()):
             k = alpha.numel()
             cycle, offset = divmod(step, k)
-            cycle_seed = ((self.seed * 1_000_003 + cycle) * 1_000_003 + position) % (2**63)
+            cycle_seed = ((self.settings.seed * 1_000_003 + cycle) * 1_000_003 + position) % (2**63)
             order = torch.randperm(k, generator=torch.Generator().manual_seed(cycle_seed))
             draws[label] = Draw(int(order[offset]))
         return self._use(draws)
@@ -198,7 +162,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
         params = self.arch_parameters()
         if not params:
             raise ValueError("No architecture parameters found: the model space has no choice to search.")
-        return torch.optim.Adam(params, self.arc_learning_rate, betas=self.arc_betas, weight_decay=self.arc_weight_decay)
+        return torch.optim.Adam(params, self.arc_learning_rate, betas=self.settings.arc_betas, weight_decay=self.settings.arc_weight_decay)
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return list(self.label_alphas().values())
@@ -209,7 +173,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
         if searching:
             self.architecture_step(batch["arch"], batch_idx)
         # Weight step on a fresh path; the weight optimiser never holds the logits.
-        if searching and self.weight_sampling == "gumbel":
+        if searching and self.settings.weight_sampling == "gumbel":
             self.sample(phase=63)
         else:
             self.fair_draws()
@@ -226,18 +190,18 @@ class GumbelDNASLightningModule(DartsLightningModule):
         own so that its graph is gone before the weight step allocates its own.
         """
         arc_optim = self.architecture_optimizers()
-        if self.arch_estimator == "straight_through":
+        if self.settings.arch_estimator == "straight_through":
             arch_loss = self.straight_through_loss(batch, batch_idx)
         else:
             arch_loss = self.score_function_loss(batch, batch_idx)
-        if self.flops_budget is not None:
+        if self.settings.flops_budget is not None:
             expected_flops, _ = self.expected_flops()
-            penalty = self.penalty_weight * F.relu(expected_flops / self.flops_budget - 1.0)
+            penalty = self.settings.penalty_weight * F.relu(expected_flops / self.settings.flops_budget - 1.0)
             self.log("arch/flops_penalty", penalty.detach())
             arch_loss = arch_loss + penalty
-        if self.size_budget_mb is not None:
+        if self.settings.size_budget_mb is not None:
             expected, _ = self.expected_size_mb()
-            penalty = self.penalty_weight * F.relu(expected / self.size_budget_mb - 1.0)
+            penalty = self.settings.penalty_weight * F.relu(expected / self.settings.size_budget_mb - 1.0)
             self.log("arch/size_penalty", penalty.detach())
             arch_loss = arch_loss + penalty
         alphas = self.arch_parameters()
@@ -254,7 +218,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
         def forward() -> Any:
             return self.training_module.training_step(batch, 2 * batch_idx)
 
-        if self.flops_budget is not None and self._flops is None:
+        if self.settings.flops_budget is not None and self._flops is None:
             self._flops, output = FlopsTable.measure(self.model, self.gumbel_modules(), forward, self._last_draws)
             return self._loss(output)
         return self._loss(forward())
@@ -270,7 +234,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
         """
         paths, losses = [], []
         with torch.no_grad(), keep_batchnorm_stats(self.model):
-            for phase in range(self.arch_samples):
+            for phase in range(self.settings.arch_samples):
                 paths.append(self.sample(phase))
                 losses.append(self._arch_forward(batch, batch_idx).detach().float())
         loss = torch.stack(losses)
@@ -308,13 +272,11 @@ class GumbelDNASLightningModule(DartsLightningModule):
 
     # ----------------------------------------------------------------- epoch hooks
     def on_fit_start(self):
-        if self.requested_warmup_epochs is None:
-            max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 0
-            self.warmup_epochs = int(round(self.warmup_fraction * max_epochs))
+        self.warmup_epochs = self.settings.warmup_for(self.trainer.max_epochs)
         return super().on_fit_start()
 
     def on_train_epoch_start(self):
-        tau = self.temperature_schedule.at(self.trainer.current_epoch, self.warmup_epochs, self.trainer.max_epochs)
+        tau = self.settings.temperature.at(self.trainer.current_epoch, self.warmup_epochs, self.trainer.max_epochs)
         self.temperature.fill_(tau)
         return super().on_train_epoch_start()
 
@@ -339,7 +301,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
     def on_validation_epoch_end(self):
         if self.trainer.sanity_checking:
             return
-        value = self.trainer.callback_metrics.get(self.report_metric)
+        value = self.trainer.callback_metrics.get(self.settings.report_metric)
         if value is None:
             return
         self._last_reported = float(value)
@@ -356,9 +318,9 @@ class GumbelDNASLightningModule(DartsLightningModule):
 
                 nni.report_final_result(self._last_reported)
                 reported = True
-            if self.export_path is not None:
-                self.export_path.parent.mkdir(parents=True, exist_ok=True)
-                self.export_path.write_text(json.dumps(self.export(), indent=2, default=str) + "\n")
+            if self.settings.export_path is not None:
+                self.settings.export_path.parent.mkdir(parents=True, exist_ok=True)
+                self.settings.export_path.write_text(json.dumps(self.export(), indent=2, default=str) + "\n")
         # The evaluator's module may report a final result of its own in on_fit_end (NNI's
         # SupervisedLearningModule does nothing else there): one final result per trial.
         if reported or isinstance(self.training_module, SupervisedLearningModule):
@@ -370,7 +332,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
         # Logits, temperature (buffer) and both optimisers are saved by Lightning; add the RNGs so a
         # resumed run shuffles and initialises as the uninterrupted one would have.
         checkpoint["gumbel_dnas"] = {
-            "seed": self.seed,
+            "seed": self.settings.seed,
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": _numpy_state_to_tensors(np.random.get_state()),
             "python_rng": random.getstate(),
@@ -381,7 +343,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
         state = checkpoint.get("gumbel_dnas")
         if state is None:
             return
-        self.seed = state["seed"]
+        self.settings = replace(self.settings, seed=state["seed"])
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(_numpy_state_from_tensors(state["numpy_rng"]))
         random.setstate(state["python_rng"])

@@ -14,9 +14,10 @@ from nni.nas.nn.pytorch import ModelSpace
 from nni.nas.oneshot.pytorch.strategy import DARTS, MutationHook
 
 from ..supermodules import GumbelInputChoice, GumbelLayerChoice, GumbelRepeat, GumbelSuperNetModule, check_categorical, reject_unsupported
-from .lightning import ArchEstimator, GumbelDNASLightningModule, WeightSampling
+from .lightning import GumbelDNASLightningModule
 from .loaders import ArchSplit, arch_indices, split_train_loader
 from .schedule import TemperatureSchedule
+from .settings import ArchEstimator, SearchSettings, WeightSampling
 
 __all__ = ["GumbelDNAS"]
 
@@ -109,41 +110,21 @@ class GumbelDNAS(DARTS):
     ):
         super().__init__(arc_learning_rate=arc_learning_rate, gradient_clip_val=gradient_clip_val,
                          warmup_epochs=warmup_epochs or 0, **kwargs)
-        if warmup_epochs is not None and warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
-        if not 0.0 <= warmup_fraction < 1.0:
-            raise ValueError(f"warmup_fraction must lie in [0, 1), got {warmup_fraction}")
-        if arch_estimator not in ("score_function", "straight_through"):
-            raise ValueError(f"arch_estimator must be 'score_function' or 'straight_through', got {arch_estimator!r}")
-        if arch_samples < 1:
-            raise ValueError(f"arch_samples must be >= 1, got {arch_samples}")
-        if weight_sampling not in ("fair", "gumbel"):
-            raise ValueError(f"weight_sampling must be 'fair' or 'gumbel', got {weight_sampling!r}")
-        self.warmup_epochs = warmup_epochs  # type: ignore[assignment]  (None: a fraction of the budget)
-        self.warmup_fraction = warmup_fraction
-        self.arch_estimator = arch_estimator
-        self.arch_samples = arch_samples
-        self.weight_sampling = weight_sampling
-        self.arc_betas = arc_betas
-        self.arc_weight_decay = arc_weight_decay
-        self.temperature = TemperatureSchedule.parse(temperature)
+        self.settings = SearchSettings(
+            arc_learning_rate=arc_learning_rate, arc_betas=tuple(arc_betas), arc_weight_decay=arc_weight_decay,
+            gradient_clip_val=gradient_clip_val, warmup_epochs=warmup_epochs, warmup_fraction=warmup_fraction,
+            temperature=TemperatureSchedule.parse(temperature), arch_estimator=arch_estimator,
+            arch_samples=arch_samples, weight_sampling=weight_sampling, size_budget_mb=size_budget_mb,
+            flops_budget=flops_budget, penalty_weight=penalty_weight, seed=seed, export_path=export_path,
+            report_metric=report_metric,
+        )
         if isinstance(arch_split, float) and not 0.0 < arch_split < 1.0:
             raise ValueError(f"arch_split fraction must lie in (0, 1), got {arch_split}")
         if isinstance(arch_split, str) and arch_split != "val":
             raise ValueError(f"arch_split must be a fraction, a list of indices or 'val', got {arch_split!r}")
-        if size_budget_mb is not None and size_budget_mb <= 0:
-            raise ValueError(f"size_budget_mb must be positive, got {size_budget_mb}")
-        if flops_budget is not None and flops_budget <= 0:
-            raise ValueError(f"flops_budget must be positive, got {flops_budget}")
-        self.flops_budget = flops_budget
         self.arch_split = arch_split
-        self.size_budget_mb = size_budget_mb
-        self.penalty_weight = penalty_weight
-        self.seed = seed
-        self.export_path = export_path
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.resume_from = resume_from
-        self.report_metric = report_metric
         self.checkpoint_candidates = checkpoint_candidates
 
     # ----------------------------------------------------------------- supernet
@@ -158,7 +139,7 @@ class GumbelDNAS(DARTS):
         # DARTS draws the near-uniform starting logits (noise of 1e-3 that breaks argmax ties) from the
         # global RNG: seed it, so a given seed always starts from the same logits.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
+            torch.manual_seed(self.settings.seed)
             model = super().mutate_model(model)
         covered: set[str] = set()
         for module in model.modules():
@@ -177,25 +158,7 @@ class GumbelDNAS(DARTS):
 
     # ----------------------------------------------------------------- evaluator
     def configure_oneshot_module(self, training_module: pl.LightningModule) -> GumbelDNASLightningModule:
-        return GumbelDNASLightningModule(
-            training_module,
-            arc_learning_rate=self.arc_learning_rate,
-            arc_betas=self.arc_betas,
-            arc_weight_decay=self.arc_weight_decay,
-            gradient_clip_val=self.gradient_clip_val,
-            warmup_epochs=self.warmup_epochs,
-            warmup_fraction=self.warmup_fraction,
-            temperature=self.temperature,
-            arch_estimator=self.arch_estimator,
-            arch_samples=self.arch_samples,
-            weight_sampling=self.weight_sampling,
-            size_budget_mb=self.size_budget_mb,
-            flops_budget=self.flops_budget,
-            penalty_weight=self.penalty_weight,
-            seed=self.seed,
-            export_path=self.export_path,
-            report_metric=self.report_metric,
-        )
+        return GumbelDNASLightningModule(training_module, self.settings)
 
     def mutate_evaluator(self, evaluator: Lightning) -> Lightning:
         evaluator = super().mutate_evaluator(evaluator)
@@ -227,7 +190,7 @@ class GumbelDNAS(DARTS):
         if isinstance(self.arch_split, str):  # "val": NNI DARTS's arrangement
             return {"train": train_dataloader_fn(), "arch": val_dataloader_fn()}
         loader = train_dataloader_fn()
-        weight_loader, arch_loader = split_train_loader(loader, arch_indices(len(loader.dataset), self.arch_split, self.seed))
+        weight_loader, arch_loader = split_train_loader(loader, arch_indices(len(loader.dataset), self.arch_split, self.settings.seed))
         return {"train": weight_loader, "arch": arch_loader}
 
     def val_dataloader(self, train_dataloader_fn: Callable[[], Any], val_dataloader_fn: Callable[[], Any]) -> Any:
