@@ -11,6 +11,7 @@ The core is four NNI lines::
     exp = NasExperiment(CovidNet3DSpace(...), evaluator, GumbelDNAS(...))
     exp.run()
     sample = exp.export_top_models(formatter="dict")[0]
+    exp.stop()  # records the experiment as done; left to NNI's exit handler, it logs after streams close
     save_architecture(export_architecture(space_config, sample), "best_arch.json")
 
 One-shot search in NNI 3.0 runs in this process (no NNI manager, no web UI). With ``--ddp`` Lightning
@@ -112,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     exp.run()
 
     sample = exp.export_top_models(formatter="dict")[0]
+    exp.stop()  # records the experiment as done; left to NNI's exit handler, it logs after streams close
     arch = export_architecture(space_config, sample, metadata={
         "strategy": args.strategy, "dataset": args.dataset, "experiment": exp.id,
         "epochs": args.epochs, "input_size": list(args.size),

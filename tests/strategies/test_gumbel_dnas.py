@@ -348,6 +348,8 @@ def test_runs_through_nas_experiment_on_the_sequential_engine():
     assert experiment.config.execution_engine.name == "sequential"
     experiment.run()
     assert experiment.export_top_models(formatter="dict") == [strategy.export()]
+    # Stop it here: left to NNI's exit handler, it logs to streams pytest has closed by then.
+    experiment.stop()
 
 
 class _GradNorms(pl.Callback):
