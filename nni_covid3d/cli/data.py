@@ -3,6 +3,7 @@
     nni-covid3d data summary --dataset ccccii --root DIR [--check full] [--skip-bad]
     nni-covid3d data split --dataset ccccii --root DIR --out split.json [--seed 0]
     nni-covid3d data split --dataset ccccii --root DIR --out split.json --import paper_test_split.json
+    nni-covid3d data intensity-control --dataset ccccii --root DIR [--depth 16 --height 64 --width 64]
 """
 from __future__ import annotations
 
@@ -45,6 +46,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     split.add_argument("--fold", type=int, default=None, help="covidctset fold layout: use the release's fold K (1-5)")
     split.set_defaults(func=run_split)
+
+    control = commands.add_parser(
+        "intensity-control",
+        help="how well a classifier of each scan's intensity histogram alone does (patient-grouped CV): "
+             "what a dataset gives away without any spatial information")
+    _dataset_arguments(control)
+    control.add_argument("--depth", type=int, default=16)
+    control.add_argument("--height", type=int, default=64)
+    control.add_argument("--width", type=int, default=64)
+    control.add_argument("--folds", type=int, default=5)
+    control.add_argument("--seed", type=int, default=0)
+    control.add_argument("--json", action="store_true", help="print the result as JSON")
+    control.set_defaults(func=run_intensity_control)
 
 
 def _index(args: argparse.Namespace):
@@ -90,4 +104,30 @@ def run_split(args: argparse.Namespace) -> int:
     save_split(split, args.out)
     print(split_summary(split, index.class_names))
     print(f"wrote {args.out}")
+    return 0
+
+
+def run_intensity_control(args: argparse.Namespace) -> int:
+    from nni_covid3d.cli import UserError
+    from nni_covid3d.data import Preprocessing
+    from nni_covid3d.intensity_baseline import cross_validate, dataset_features
+
+    index = _index(args)
+    preprocessing = Preprocessing(depth=args.depth, height=args.height, width=args.width)
+    features = dataset_features(index.scans, preprocessing)
+    try:
+        result = cross_validate(features, [s.label for s in index.scans], [s.patient_id for s in index.scans],
+                                folds=args.folds, seed=args.seed)
+    except ValueError as error:
+        raise UserError(f"{args.root}: {error}") from error
+    if args.json:
+        print(json.dumps({"dataset": index.name, "root": str(index.root), "accuracy": result.accuracy,
+                          "fold_accuracy": result.fold_accuracy, "balanced_accuracy": result.balanced_accuracy,
+                          "majority_rate": result.majority_rate, "scans": result.n_scans,
+                          "patients": result.n_patients}, indent=1))
+    else:
+        print(f"{index.name}: intensity-histogram classifier, {args.folds}-fold CV by patient "
+              f"({result.n_scans} scans, {result.n_patients} patients): accuracy {result.accuracy:.3f} "
+              f"(folds {', '.join(f'{a:.2f}' for a in result.fold_accuracy)}), balanced {result.balanced_accuracy:.3f}; "
+              f"majority class {result.majority_rate:.3f}")
     return 0
