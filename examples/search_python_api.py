@@ -64,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     from nni_covid3d import strategies
     from nni_covid3d.data import Preprocessing, load_dataset, make_dataset, make_patient_split
+    from nni_covid3d.data.loading import drop_remainder
     from nni_covid3d.search_spaces import CovidNet3DSpace, export_architecture, save_architecture
     from nni_covid3d.training import CovidClassifier
     from nni_covid3d.trial import ensure_synthetic_data
@@ -80,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     val_set = make_dataset(split["val"], preprocessing, train=False, cache_in_memory=True)
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
                               generator=torch.Generator().manual_seed(args.seed),
-                              drop_last=len(train_set) > args.batch_size)
+                              drop_last=drop_remainder(len(train_set), args.batch_size))
     val_loader = DataLoader(val_set, batch_size=args.batch_size)
 
     # Space, evaluator, strategy.

@@ -172,10 +172,11 @@ def dataloaders(args: argparse.Namespace, data: dict[str, Any]) -> tuple[Any, An
     import torch
     from nni.nas.evaluator.pytorch import DataLoader
 
+    from nni_covid3d.data.loading import drop_remainder
+
     generator = torch.Generator().manual_seed(args.seed)
-    # drop_last: a last batch of one volume breaks BatchNorm once the feature map is 1x1x1.
     train = DataLoader(data["train"], batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers,
-                       generator=generator, drop_last=len(data["train"]) > args.batch_size)
+                       generator=generator, drop_last=drop_remainder(len(data["train"]), args.batch_size))
     val = DataLoader(data["val"], batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers)
     return train, val
 

@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from nni_covid3d.data import (
         Preprocessing, load_dataset, load_split, make_dataset, make_patient_split, patient_holdout_indices, save_split,
     )
+    from nni_covid3d.data.loading import drop_remainder
     from nni_covid3d.search_spaces import CovidNet3DSpace, export_architecture, save_architecture
     from nni_covid3d.strategies import get
     from nni_covid3d.training import CovidClassifier
@@ -139,11 +140,11 @@ def run(args: argparse.Namespace) -> int:
         held = set(arch_indices)
         weight_set = Subset(train_set, [i for i in range(len(train_set)) if i not in held])
         train_set, val_set = weight_set, Subset(train_set, sorted(held))
-    # drop_last: a last batch of one volume breaks BatchNorm once the feature map is 1x1x1.
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
-                              generator=generator, drop_last=len(train_set) > args.batch_size)
+                              generator=generator, drop_last=drop_remainder(len(train_set), args.batch_size))
+    # NNI's DARTS family trains the logits on this loader: a training loader for them.
     val_loader = DataLoader(val_set, batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
-                            drop_last=args.strategy != "gumbel-dnas" and len(val_set) > args.batch_size)
+                            drop_last=args.strategy != "gumbel-dnas" and drop_remainder(len(val_set), args.batch_size))
 
     space = CovidNet3DSpace(args.preset, num_classes=len(index.class_names), in_channels=1, widths=args.widths,
                             n_cells=args.n_cells, head_channels=args.head_channels,

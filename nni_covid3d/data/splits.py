@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-import torch
 
 from nni_covid3d.data.records import DataError, Scan
 
@@ -191,6 +190,8 @@ def patient_holdout_indices(groups: Sequence[str], fraction: float, seed: int = 
     unique = sorted(set(groups))
     if len(unique) < 2:
         raise ValueError(f"need at least two patients to hold some out for architecture steps, got {len(unique)}")
+    import torch  # lazily: the split helpers import without torch
+
     order = torch.randperm(len(unique), generator=torch.Generator().manual_seed(seed)).tolist()
     n_held = min(len(unique) - 1, max(1, round(fraction * len(unique))))
     held = {unique[i] for i in order[:n_held]}

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from nni_covid3d.data.loading import drop_remainder
 from nni_covid3d.metrics import (
     classification_metrics,
     plot_confusion_matrix,
@@ -123,8 +124,7 @@ def _loader(dataset: Dataset, config: TrainConfig, *, shuffle: bool, sampler=Non
         num_workers=config.num_workers,
         generator=generator,
         persistent_workers=config.num_workers > 0,
-        # A last training batch of one volume breaks BatchNorm; drop the remainder when there is one.
-        drop_last=train and len(dataset) > config.batch_size,
+        drop_last=train and drop_remainder(len(dataset), config.batch_size),
     )
 
 

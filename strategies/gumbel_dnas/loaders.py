@@ -7,6 +7,8 @@ import torch
 from nni.nas.evaluator.pytorch import DataLoader as TracedDataLoader
 from torch.utils.data import DataLoader, RandomSampler, Subset
 
+from nni_covid3d.data.loading import drop_remainder
+
 __all__ = ["ArchSplit", "arch_indices", "split_train_loader"]
 
 #: Data for the architecture steps: a fraction of the training samples, dataset indices, or "val".
@@ -46,8 +48,7 @@ def split_train_loader(loader: DataLoader, arch_indices: Sequence[int]) -> tuple
         return TracedDataLoader(
             Subset(loader.dataset, indices), batch_size=loader.batch_size, shuffle=shuffle,
             num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
-            # A part smaller than one batch keeps its partial batch rather than yielding nothing.
-            drop_last=loader.drop_last and len(indices) > loader.batch_size, worker_init_fn=loader.worker_init_fn, generator=loader.generator,
+            drop_last=loader.drop_last and drop_remainder(len(indices), loader.batch_size), worker_init_fn=loader.worker_init_fn, generator=loader.generator,
             persistent_workers=loader.persistent_workers if loader.num_workers > 0 else False,
         )
 
