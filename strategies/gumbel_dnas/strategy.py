@@ -2,18 +2,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import pytorch_lightning as pl
 import torch
-import torch.nn as nn
 import nni.nas.strategy  # noqa: F401  (import first: importing the one-shot module first breaks NNI's strategy package)
 from nni.mutable import Sample
 from nni.nas.evaluator.pytorch.lightning import Lightning
 from nni.nas.nn.pytorch import ModelSpace
 from nni.nas.oneshot.pytorch.strategy import DARTS, MutationHook
 
-from ..supermodules import GumbelInputChoice, GumbelLayerChoice, GumbelRepeat, GumbelSuperNetModule, check_categorical, reject_unsupported
+from ..supermodules import (
+    GumbelInputChoice, GumbelLayerChoice, GumbelRepeat, GumbelSuperNetModule, check_categorical, reject_unsupported,
+)
 from .lightning import GumbelDNASLightningModule
 from .loaders import ArchSplit, arch_indices, split_train_loader
 from .schedule import TemperatureSchedule
