@@ -6,10 +6,9 @@ known CSV files are read when present: labels are cross-checked against ``unzip_
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
-from nni_covid3d.data.io import PNG_SUFFIXES
+from nni_covid3d.data.io import PNG_SUFFIXES, read_csv
 from nni_covid3d.data.readers import MASK_FOLDER, ScanCollector, visible_children
 from nni_covid3d.data.records import DataError, DatasetIndex, Scan, natural_key
 
@@ -41,12 +40,11 @@ def _read_unzip_filenames(root: Path) -> dict[tuple[str, str], str]:
     path = root / "unzip_filenames.csv"
     if not path.exists():
         return {}
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        needed = {"label", "patient_id", "scan_id"}
-        if not reader.fieldnames or not needed <= set(reader.fieldnames):
-            raise DataError(path, f"expected columns {sorted(needed)}, got {reader.fieldnames}")
-        return {(str(row["patient_id"]), str(row["scan_id"])): row["label"] for row in reader}
+    fields, rows = read_csv(path)
+    needed = {"label", "patient_id", "scan_id"}
+    if not needed <= set(fields):
+        raise DataError(path, f"expected columns {sorted(needed)}, got {fields}")
+    return {(str(row["patient_id"]), str(row["scan_id"])): row["label"] for row in rows}
 
 
 def read_lesion_slices(root: Path) -> dict[str, list[str]]:
@@ -55,15 +53,14 @@ def read_lesion_slices(root: Path) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     if not path.exists():
         return out
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or "imgpath" not in reader.fieldnames:
-            raise DataError(path, f"expected a column 'imgpath', got {reader.fieldnames}")
-        for row in reader:
-            parts = Path(row["imgpath"]).parts
-            if len(parts) != 4:
-                raise DataError(path, f"imgpath {row['imgpath']!r} is not <class>/<pid>/<sid>/<slice>")
-            out.setdefault("/".join(parts[:3]), []).append(parts[3])
+    fields, rows = read_csv(path)
+    if "imgpath" not in fields:
+        raise DataError(path, f"expected a column 'imgpath', got {fields}")
+    for row in rows:
+        parts = Path(row["imgpath"]).parts
+        if len(parts) != 4:
+            raise DataError(path, f"imgpath {row['imgpath']!r} is not <class>/<pid>/<sid>/<slice>")
+        out.setdefault("/".join(parts[:3]), []).append(parts[3])
     return out
 
 

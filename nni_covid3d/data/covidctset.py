@@ -10,13 +10,12 @@ Two layouts are recognised:
 """
 from __future__ import annotations
 
-import csv
 import re
 from collections import defaultdict
 from pathlib import Path
 
 from nni_covid3d.data.classes import class_names_for
-from nni_covid3d.data.io import TIFF_SUFFIXES
+from nni_covid3d.data.io import TIFF_SUFFIXES, read_csv
 from nni_covid3d.data.readers import MASK_FOLDER, ScanCollector, visible_children
 from nni_covid3d.data.records import DataError, DatasetIndex, Scan, natural_key
 
@@ -48,20 +47,18 @@ def _read_patient_details(root: Path) -> dict[str, int]:
     path = root / "Patient_details.csv"
     if not path.exists():
         return {}
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        fields = reader.fieldnames or []
-        patient_col, class_col = _column(fields, _PATIENT_COLUMNS), _column(fields, _CLASS_COLUMNS)
-        if patient_col is None or class_col is None:
-            raise DataError(path, f"expected a patient column and a class column, got {fields}")
-        group_col = _column(fields, ("group", "folder_group"))
-        labels: dict[str, int] = {}
-        for row in reader:
-            patient = str(row[patient_col]).strip()
-            if patient.isdigit():
-                patient = f"patient{patient}"
-            key = f"{row[group_col].strip()}/{patient}" if group_col else patient
-            labels[key] = parse_class(row[class_col], path)
+    fields, rows = read_csv(path)
+    patient_col, class_col = _column(fields, _PATIENT_COLUMNS), _column(fields, _CLASS_COLUMNS)
+    if patient_col is None or class_col is None:
+        raise DataError(path, f"expected a patient column and a class column, got {fields}")
+    group_col = _column(fields, ("group", "folder_group"))
+    labels: dict[str, int] = {}
+    for row in rows:
+        patient = str(row[patient_col]).strip()
+        if patient.isdigit():
+            patient = f"patient{patient}"
+        key = f"{row[group_col].strip()}/{patient}" if group_col else patient
+        labels[key] = parse_class(row[class_col], path)
     return labels
 
 
@@ -132,12 +129,10 @@ def _fold_csvs(root: Path) -> list[Path]:
 
 
 def _read_fold_csv(path: Path) -> list[tuple[str, int]]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        fields = reader.fieldnames or []
-        if "filename" not in fields or "class" not in fields:
-            raise DataError(path, f"expected columns filename,class; got {fields}")
-        return [(Path(row["filename"]).name, parse_class(row["class"], path)) for row in reader]
+    fields, rows = read_csv(path)
+    if "filename" not in fields or "class" not in fields:
+        raise DataError(path, f"expected columns filename,class; got {fields}")
+    return [(Path(row["filename"]).name, parse_class(row["class"], path)) for row in rows]
 
 
 def _read_folds(root: Path, collector: ScanCollector) -> DatasetIndex:

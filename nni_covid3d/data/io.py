@@ -42,6 +42,26 @@ AXIAL_AXCODES = "SPL"
 _EIGHT_BIT_MODES = ("L", "LA", "P", "RGB", "RGBA")
 
 
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """A release CSV file as (column names, rows); a byte-order mark is ignored.
+
+    A file that is not UTF-8 text or not a readable CSV raises :class:`DataError` naming it.
+    """
+    import csv
+    import io
+
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataError(path, f"not a UTF-8 text CSV file (byte {error.start}: {error.reason})") from None
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = list(reader)
+    except csv.Error as error:
+        raise DataError(path, f"not a readable CSV file: {error}") from None
+    return list(reader.fieldnames or []), rows
+
+
 def is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 

@@ -169,3 +169,20 @@ def test_sixteen_bit_png_is_rejected(cc):
 def test_notes_in_the_root_are_not_scans(cc):
     (cc / "README.txt").write_text("release notes")
     assert len(load_dataset("ccccii", cc).scans) > 0
+
+
+@pytest.mark.parametrize("layout, relative", [
+    ("ccccii", "unzip_filenames.csv"),
+    ("ccccii", "lesions_slices.csv"),
+    ("covidctset", "Patient_details.csv"),
+    ("covidctset_folds", "CSV/train1.csv"),
+])
+def test_release_csv_that_is_not_text_names_the_file(layout, relative, request, tmp_path):
+    root = tmp_path / layout
+    shutil.copytree(request.getfixturevalue(f"{layout}_root"), root)
+    path = root / relative
+    assert path.is_file(), f"the phantom layout has no {relative}"
+    path.write_bytes(b"\xff\xfe\x00garbage\x81\x82")  # not UTF-8
+    with pytest.raises(DataError, match="not a UTF-8 text CSV file") as error:
+        load_dataset(layout.removesuffix("_folds"), root)
+    assert error.value.path == path
