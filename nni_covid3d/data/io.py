@@ -35,6 +35,8 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: COVID-CTset stores HU + 1024 as unsigned 16-bit.
 TIFF_HU_OFFSET = 1024
+#: Sample types a TIFF slice may have: 16-bit integers (an 8-bit or float slice is another encoding).
+TIFF_DTYPES = ("uint16", "int16")
 #: The orientation MONAI's ``Orientation`` gives volumes: array axes (D, H, W) run towards
 #: Superior, Posterior and patient-Left, i.e. axial slices with radiological in-plane display.
 AXIAL_AXCODES = "SPL"
@@ -77,11 +79,12 @@ def check_slice_header(path: Path) -> tuple[int, int]:
 
         try:
             with tifffile.TiffFile(path) as tif:
-                shape = tif.pages[0].shape
+                shape, dtype = tif.pages[0].shape, tif.pages[0].dtype
         except Exception as error:  # tifffile raises several types for garbage input
             raise DataError(path, f"not a readable TIFF image ({error})") from None
         if len(shape) != 2:
             raise DataError(path, f"expected a 2D grayscale slice, got an image of shape {tuple(shape)}")
+        _check_tiff_dtype(path, dtype)
         return int(shape[0]), int(shape[1])
     if suffix in PNG_SUFFIXES:
         from PIL import Image, UnidentifiedImageError
@@ -93,6 +96,11 @@ def check_slice_header(path: Path) -> tuple[int, int]:
             raise DataError(path, f"not a readable image ({error})") from None
         return height, width
     raise DataError(path, f"unsupported slice file type {suffix!r} (expected PNG, JPG or TIFF)")
+
+
+def _check_tiff_dtype(path: Path, dtype: np.dtype | None) -> None:
+    if dtype is None or np.dtype(dtype).name not in TIFF_DTYPES:
+        raise DataError(path, f"expected a 16-bit integer TIFF slice (HU + {TIFF_HU_OFFSET}), got samples of type {dtype}")
 
 
 def check_slice_headers(paths: Sequence[Path]) -> tuple[int, int]:
@@ -148,6 +156,7 @@ def read_slice(path: Path) -> np.ndarray:
             raw = tifffile.imread(path)
             if raw.ndim != 2:
                 raise DataError(path, f"expected a 2D grayscale slice, got shape {raw.shape}")
+            _check_tiff_dtype(path, raw.dtype)
             return raw.astype(np.float32) - TIFF_HU_OFFSET
         from PIL import Image
 

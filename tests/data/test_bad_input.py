@@ -186,3 +186,16 @@ def test_release_csv_that_is_not_text_names_the_file(layout, relative, request, 
     with pytest.raises(DataError, match="not a UTF-8 text CSV file") as error:
         load_dataset(layout.removesuffix("_folds"), root)
     assert error.value.path == path
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_tiff_slice_of_another_sample_type_is_named(covidctset_root, tmp_path, dtype):
+    import tifffile
+
+    root = tmp_path / "ct"
+    shutil.copytree(covidctset_root, root)
+    slice_path = sorted(root.rglob("*.tif"))[3]
+    tifffile.imwrite(slice_path, np.zeros((8, 8), dtype=dtype))
+    with pytest.raises(DataError, match="expected a 16-bit integer TIFF slice") as error:
+        load_dataset("covidctset", root)
+    assert error.value.path == slice_path
