@@ -217,7 +217,7 @@ def worker(method: str, batch: int, size: tuple[int, int, int], steps: int, warm
                 strategy = _pinned_gumbel_dnas(_largest_subnet(space.config, size)[1], **kwargs)
                 result["subnet"] = "every draw = the single subnet"
             else:
-                strategy = get(method.removesuffix("-ckpt").removesuffix("-st"), **kwargs)
+                strategy = get(method.removesuffix("-ckpt"), **kwargs)
             strategy(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
         timed = timer.times[warmup:]
         if len(timed) < steps:

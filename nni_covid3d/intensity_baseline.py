@@ -11,10 +11,13 @@ next to the majority-class rate.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from nni_covid3d.data import Preprocessing, Scan
 
 __all__ = ["FEATURES", "HISTOGRAM_BINS", "PERCENTILES", "CrossValidation", "cross_validate", "dataset_features",
            "intensity_features"]
@@ -34,7 +37,7 @@ def intensity_features(volume: torch.Tensor) -> np.ndarray:
     return np.concatenate([histogram / max(1, values.size), np.asarray(summary)]).astype(np.float64)
 
 
-def dataset_features(scans: Sequence, preprocessing) -> np.ndarray:
+def dataset_features(scans: Sequence[Scan], preprocessing: Preprocessing) -> np.ndarray:
     """``[N, FEATURES]`` for ``scans`` (``Scan`` records) through the eval-mode ``Preprocessing``."""
     from nni_covid3d.data.transforms import preprocess_single
 

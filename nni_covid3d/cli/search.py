@@ -42,11 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="architecture learning rate (Adam; default: the strategy's own, 3e-4 for NNI's)")
     p.add_argument("--warmup-epochs", type=int,
                    help="epochs of weight steps only (default: a quarter of --epochs for gumbel-dnas, 0 for NNI's)")
-    p.add_argument("--arch-estimator", choices=("score_function", "straight_through"), default="score_function",
-                   help="how gumbel-dnas's logits learn: paths compared by their losses, or the straight-through "
-                        "gradient of one path (benchmarks/RESULTS.md, planted problems)")
-    p.add_argument("--weight-sampling", choices=("fair", "gumbel"), default="fair",
-                   help="gumbel-dnas weight steps after warm-up: every candidate in turn, or drawn from the logits")
+    p.add_argument("--arch-estimator", choices=("score_function", "straight_through"),
+                   help="how gumbel-dnas's logits learn: paths compared by their losses (default), or the "
+                        "straight-through gradient of one path (benchmarks/RESULTS.md, planted problems)")
+    p.add_argument("--weight-sampling", choices=("fair", "gumbel"),
+                   help="gumbel-dnas weight steps after warm-up: every candidate in turn (default), or drawn from the logits")
     p.add_argument("--tau", type=float, nargs=2, default=(5.0, 0.5), metavar=("INIT", "FINAL"),
                    help="Gumbel temperature annealed from INIT to FINAL (gumbel-dnas, gumbel-darts)")
     p.add_argument("--tau-schedule", choices=("exponential", "linear"), default="exponential")
@@ -66,25 +66,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _given(args: argparse.Namespace, **options: str) -> dict:
+    """``{keyword: args.<attribute>}`` for the options given on the command line; the rest keep the
+    strategy's own defaults."""
+    return {keyword: getattr(args, attribute) for keyword, attribute in options.items()
+            if getattr(args, attribute) is not None}
+
+
 def _strategy_kwargs(args: argparse.Namespace, arch_indices: list[int]) -> dict:
     if args.strategy == "gumbel-dnas":
         from nni_covid3d.strategies import TemperatureSchedule
 
-        optional = {k: v for k, v in (("arc_learning_rate", args.arc_lr), ("warmup_epochs", args.warmup_epochs))
-                    if v is not None}
         return dict(
-            **optional, arch_estimator=args.arch_estimator, weight_sampling=args.weight_sampling,
+            **_given(args, arc_learning_rate="arc_lr", warmup_epochs="warmup_epochs",
+                     arch_estimator="arch_estimator", weight_sampling="weight_sampling"),
             temperature=TemperatureSchedule(args.tau[0], args.tau[1], args.tau_schedule),
             arch_split=arch_indices, size_budget_mb=args.size_budget_mb, seed=args.seed,
             flops_budget=args.flops_budget_g * 1e9 if args.flops_budget_g is not None else None,
             checkpoint_dir=args.out / "checkpoints", resume_from="last" if args.resume else None,
             checkpoint_candidates=args.checkpoint_activations,
         )
-    if args.resume or args.size_budget_mb is not None or args.flops_budget_g is not None or args.checkpoint_activations:
-        raise UserError("--resume, --size-budget-mb, --flops-budget-g and --checkpoint-activations apply to "
-                        "--strategy gumbel-dnas only")
-    nni_darts = dict(arc_learning_rate=3e-4 if args.arc_lr is None else args.arc_lr,
-                     warmup_epochs=args.warmup_epochs or 0, gradient_clip_val=5.0)
+    if (args.resume or args.size_budget_mb is not None or args.flops_budget_g is not None or args.checkpoint_activations
+            or args.arch_estimator is not None or args.weight_sampling is not None):
+        raise UserError("--resume, --size-budget-mb, --flops-budget-g, --checkpoint-activations, --arch-estimator and "
+                        "--weight-sampling apply to --strategy gumbel-dnas only")
+    nni_darts = dict(**_given(args, arc_learning_rate="arc_lr", warmup_epochs="warmup_epochs"), gradient_clip_val=5.0)
     if args.strategy in ("darts", "proxyless"):
         return nni_darts
     if args.strategy == "gumbel-darts":

@@ -23,6 +23,11 @@ from .settings import SearchSettings
 
 __all__ = ["GumbelDNASLightningModule"]
 
+#: Draws of one step are seeded by (seed, epoch, batch, phase), phase < PHASES: architecture paths use
+#: 0, 1, ..., the weight path drawn from the logits uses the last.
+PHASES = 64
+WEIGHT_PHASE = PHASES - 1
+
 
 def _in_nni_trial() -> bool:
     import nni
@@ -90,7 +95,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
     def _step_generator(self, phase: int) -> torch.Generator:
         """A generator seeded by (seed, epoch, batch, phase) only: all DDP ranks draw the same path,
         and a resumed run draws what the uninterrupted run would have."""
-        step_seed = ((self.settings.seed * 1_000_003 + self.trainer.current_epoch) * 1_000_003 + self._batch_idx) * 64 + phase
+        step_seed = ((self.settings.seed * 1_000_003 + self.trainer.current_epoch) * 1_000_003 + self._batch_idx) * PHASES + phase
         return torch.Generator().manual_seed(step_seed % (2**63))
 
     def draw(self, phase: int) -> dict[str, Draw]:
@@ -173,7 +178,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
             self.architecture_step(batch["arch"], batch_idx)
         # Weight step on a fresh path; the weight optimiser never holds the logits.
         if searching and self.settings.weight_sampling == "gumbel":
-            self.sample(phase=63)
+            self.sample(phase=WEIGHT_PHASE)
         else:
             self.fair_draws()
         output = self.training_module.training_step(batch["train"], 2 * batch_idx + 1)

@@ -41,8 +41,8 @@ class SearchSettings:
             raise ValueError(f"warmup_fraction must lie in [0, 1), got {self.warmup_fraction}")
         if self.arch_estimator not in ("score_function", "straight_through"):
             raise ValueError(f"arch_estimator must be 'score_function' or 'straight_through', got {self.arch_estimator!r}")
-        if self.arch_samples < 1:
-            raise ValueError(f"arch_samples must be >= 1, got {self.arch_samples}")
+        if not 1 <= self.arch_samples <= 32:
+            raise ValueError(f"arch_samples must lie in [1, 32], got {self.arch_samples}")
         if self.weight_sampling not in ("fair", "gumbel"):
             raise ValueError(f"weight_sampling must be 'fair' or 'gumbel', got {self.weight_sampling!r}")
         for name in ("size_budget_mb", "flops_budget"):
