@@ -16,106 +16,66 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from nni_covid3d.data.io import NIFTI_SUFFIXES, PNG_SUFFIXES, TIFF_SUFFIXES, is_nifti
+from nni_covid3d.data.io import (
+    PNG_SUFFIXES,
+    TIFF_SUFFIXES,
+    check_dicom_series,
+    describe_error,
+    is_dicom_file,
+    is_nifti,
+    require_regular_file,
+)
 from nni_covid3d.data.records import DataError
 
 __all__ = ["Prediction", "Predictor", "is_batch_folder", "list_batch_inputs", "check_dicom_series", "write_csv"]
 
 SLICE_SUFFIXES = PNG_SUFFIXES + TIFF_SUFFIXES
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 
 
-def _is_dicom_file(path: Path) -> bool:
-    """DICOM by extension or by the ``DICM`` magic at byte 128 (series often have no extension)."""
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    if path.suffix or not path.is_file():
-        return False
-    with open(path, "rb") as handle:
-        handle.seek(128)
-        return handle.read(4) == b"DICM"
-
-
-def _visible_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+def _visible_entries(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
 def is_batch_folder(folder: Path) -> bool:
     """A folder of scans (NIfTI files or sub-folders), as opposed to one scan's slice / DICOM folder."""
-    files = _visible_files(folder)
-    if any(f.suffix.lower() in SLICE_SUFFIXES or _is_dicom_file(f) for f in files):
+    entries = _visible_entries(folder)
+    if any(p.suffix.lower() in SLICE_SUFFIXES or is_dicom_file(p) for p in entries):
         return False
-    return any(is_nifti(f) for f in files) or any(p.is_dir() for p in folder.iterdir())
+    return any(is_nifti(p) or p.is_dir() for p in entries)
 
 
 def list_batch_inputs(folder: Path) -> list[Path]:
-    """The scans of a batch folder, sorted: its NIfTI files and its sub-folders."""
-    inputs = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".") and (p.is_dir() or is_nifti(p))]
+    """The scans of a batch folder, sorted: every visible entry (NIfTI files, scan folders, and anything
+    else, which then fails with its reason rather than being left out)."""
+    inputs = _visible_entries(folder)
     if not inputs:
         raise DataError(folder, "contains no scans (NIfTI files, DICOM series or slice folders)")
     return inputs
-
-
-def check_dicom_series(folder: Path) -> list[Path]:
-    """Check a DICOM series folder: every file readable, Modality CT, one series, one slice size.
-
-    Returns the DICOM files. Raises :class:`DataError` naming the offending file.
-    """
-    import pydicom
-
-    files = [f for f in _visible_files(folder) if _is_dicom_file(f)]
-    if not files:
-        raise DataError(folder, "contains no DICOM files")
-    first: dict[str, Any] = {}
-    for path in files:
-        try:
-            header = pydicom.dcmread(str(path), stop_before_pixels=True)
-        except Exception as error:  # pydicom raises InvalidDicomError, OSError, ...
-            raise DataError(path, f"not a readable DICOM file ({type(error).__name__}: {error})") from None
-        modality = str(getattr(header, "Modality", "") or "")
-        if modality != "CT":
-            raise DataError(path, f"DICOM Modality is {modality or 'missing'!r}, not 'CT': only CT series are accepted")
-        info = {
-            "series": str(getattr(header, "SeriesInstanceUID", "")),
-            "size": (int(getattr(header, "Rows", 0)), int(getattr(header, "Columns", 0))),
-        }
-        if not first:
-            first = {**info, "path": path}
-            continue
-        if info["series"] != first["series"]:
-            raise DataError(path, f"belongs to another DICOM series than {first['path'].name}: one series per folder")
-        if info["size"] != first["size"]:
-            raise DataError(
-                path, f"slice size {info['size'][0]}x{info['size'][1]} differs from "
-                f"{first['size'][0]}x{first['size'][1]} of {first['path'].name} in the same series"
-            )
-    return files
 
 
 def load_input(path: Path) -> Any:
     """The :class:`~nni_covid3d.data.Scan` for a NIfTI file, DICOM series folder or slice folder.
 
     On top of :func:`nni_covid3d.data.load_single_scan`'s checks (empty folder, stray files, slices
-    of mixed sizes, non-3D NIfTI), refuses a lone 2D image or single-slice folder and a DICOM series
-    that is not CT, mixes series or slice sizes, naming the offending file.
+    of mixed sizes, non-3D NIfTI, DICOM series that are not CT or mix series or slice sizes), refuses
+    a lone 2D image or single-slice folder, naming the offending file.
     """
     from nni_covid3d.data import load_single_scan
 
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise FileNotFoundError(f"input {path} does not exist")
-    if path.is_file() and path.suffix.lower() in SLICE_SUFFIXES:
+    if path.suffix.lower() in SLICE_SUFFIXES and not path.is_dir():
+        require_regular_file(path)
         raise DataError(path, "is a single 2D image; give the folder holding all slices of the scan")
-    folder = path.parent if path.is_file() and _is_dicom_file(path) else path
-    if folder.is_dir():
-        files = _visible_files(folder)
-        if files and any(_is_dicom_file(f) for f in files):
-            dicoms = check_dicom_series(folder)
-            if len(dicoms) < 2:
-                raise DataError(dicoms[0], "is a single 2D DICOM image, not a CT series")
-        elif len([f for f in files if f.suffix.lower() in SLICE_SUFFIXES]) == 1:
-            raise DataError(files[0], "is the only slice in its folder: a 2D image, not a 3D scan")
-    return load_single_scan(path)
+    scan = load_single_scan(path)
+    if scan.paths[0].is_dir():
+        dicoms = [p for p in _visible_entries(scan.paths[0]) if is_dicom_file(p)]
+        if len(dicoms) == 1:
+            raise DataError(dicoms[0], "is a single 2D DICOM image, not a CT series")
+    elif len(scan.paths) == 1 and not is_nifti(scan.paths[0]):
+        raise DataError(scan.paths[0], "is the only slice in its folder: a 2D image, not a 3D scan")
+    return scan
 
 
 @dataclass
@@ -158,7 +118,10 @@ class Predictor:
         self.model, self.meta = load_model(ckpt)
         if not self.meta.get("preprocessing"):
             raise DataError(Path(ckpt), "checkpoint stores no preprocessing settings")
-        self.preprocessing = Preprocessing.from_dict(self.meta["preprocessing"])
+        try:
+            self.preprocessing = Preprocessing.from_dict(self.meta["preprocessing"])
+        except (TypeError, ValueError) as error:
+            raise DataError(Path(ckpt), f"bad preprocessing settings in the checkpoint ({describe_error(error)})") from None
         self.class_names = list(self.meta["class_names"])
         self.cam_method = cam_method
         self.cam_layer = cam_layer

@@ -6,11 +6,13 @@ known CSV files are read when present: labels are cross-checked against ``unzip_
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from nni_covid3d.data.io import PNG_SUFFIXES, read_csv
 from nni_covid3d.data.readers import MASK_FOLDER, ScanCollector, visible_children
 from nni_covid3d.data.records import DataError, DatasetIndex, Scan, natural_key
+from nni_covid3d.data.single import scan_folder_files
 
 __all__ = ["CLASS_NAMES", "read_ccccii", "mask_path_for"]
 
@@ -24,21 +26,19 @@ def mask_path_for(root: Path, class_name: str, patient_id: str, scan_id: str) ->
 
 
 def _scan_slices(scan_dir: Path) -> list[Path]:
-    files = visible_children(scan_dir)
+    files = scan_folder_files(scan_dir)
     if not files:
         raise DataError(scan_dir, "empty scan folder (no slice images)")
     for path in files:
-        if path.is_dir():
-            raise DataError(path, "unexpected folder inside a scan folder (expected slice images)")
         if path.suffix.lower() not in PNG_SUFFIXES:
             raise DataError(path, f"not a slice image (expected .png or .jpg, got {path.suffix or 'no suffix'!r})")
-    return sorted(files, key=natural_key)
+    return files
 
 
 def _read_unzip_filenames(root: Path) -> dict[tuple[str, str], str]:
     """``unzip_filenames.csv``: (patient_id, scan_id) -> class name, to cross-check folder labels."""
     path = root / "unzip_filenames.csv"
-    if not path.exists():
+    if not os.path.lexists(path):
         return {}
     fields, rows = read_csv(path)
     needed = {"label", "patient_id", "scan_id"}
@@ -51,7 +51,7 @@ def read_lesion_slices(root: Path) -> dict[str, list[str]]:
     """``lesions_slices.csv`` (header ``imgpath``): scan key ``<class>/<pid>/<sid>`` -> slice file names."""
     path = Path(root) / "lesions_slices.csv"
     out: dict[str, list[str]] = {}
-    if not path.exists():
+    if not os.path.lexists(path):
         return out
     fields, rows = read_csv(path)
     if "imgpath" not in fields:
@@ -70,6 +70,8 @@ def read_ccccii(root: Path, *, task: str | None, collector: ScanCollector) -> Da
     for entry in visible_children(root):
         if entry.is_dir() and entry.name not in CLASS_NAMES and entry.name != MASK_FOLDER:
             collector.reject(entry, f"unknown class folder {entry.name!r} (expected {', '.join(CLASS_NAMES)})")
+        elif not entry.is_dir() and not entry.is_file():
+            collector.reject(entry, "broken symbolic link or special file in the dataset root (expected class folders)")
     for label, class_name in enumerate(CLASS_NAMES):
         class_dir = root / class_name
         if not class_dir.is_dir():

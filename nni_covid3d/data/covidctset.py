@@ -10,6 +10,7 @@ Two layouts are recognised:
 """
 from __future__ import annotations
 
+import os
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -18,6 +19,7 @@ from nni_covid3d.data.classes import class_names_for
 from nni_covid3d.data.io import TIFF_SUFFIXES, read_csv
 from nni_covid3d.data.readers import MASK_FOLDER, ScanCollector, visible_children
 from nni_covid3d.data.records import DataError, DatasetIndex, Scan, natural_key
+from nni_covid3d.data.single import scan_folder_files
 
 __all__ = ["read_covidctset", "read_fold_split", "parse_class"]
 
@@ -42,57 +44,85 @@ def _column(fieldnames: list[str], choices: tuple[str, ...]) -> str | None:
     return next((lowered[c] for c in choices if c in lowered), None)
 
 
-def _read_patient_details(root: Path) -> dict[str, int]:
-    """``Patient_details.csv``: keys ``patient<N>`` and ``<group>/patient<N>`` (if a group column) -> label."""
-    path = root / "Patient_details.csv"
-    if not path.exists():
+#: Name of the raw layout's label file in the dataset root.
+DETAILS_CSV = "Patient_details.csv"
+
+
+def _read_patient_details(root: Path) -> dict[str, tuple[int, int]]:
+    """``Patient_details.csv``: keys ``patient<N>`` and ``<group>/patient<N>`` (if a group column) ->
+    (label, CSV row number)."""
+    path = root / DETAILS_CSV
+    if not os.path.lexists(path):
         return {}
     fields, rows = read_csv(path)
     patient_col, class_col = _column(fields, _PATIENT_COLUMNS), _column(fields, _CLASS_COLUMNS)
     if patient_col is None or class_col is None:
         raise DataError(path, f"expected a patient column and a class column, got {fields}")
     group_col = _column(fields, ("group", "folder_group"))
-    labels: dict[str, int] = {}
-    for row in rows:
+    labels: dict[str, tuple[int, int]] = {}
+    for line, row in enumerate(rows, start=2):
         patient = str(row[patient_col]).strip()
         if patient.isdigit():
             patient = f"patient{patient}"
         key = f"{row[group_col].strip()}/{patient}" if group_col else patient
-        labels[key] = parse_class(row[class_col], path)
+        label = parse_class(row[class_col], path)
+        previous = labels.setdefault(key, (label, line))
+        if previous[0] != label:
+            raise DataError(
+                path, f"row {line} gives {key} class {CLASS_NAMES[label]}, row {previous[1]} gives {CLASS_NAMES[previous[0]]}"
+            )
     return labels
 
 
-def _label_for(root: Path, group: str, patient: str, details: dict[str, int]) -> int:
+def _label_for(root: Path, group: str, patient: str, details: dict[str, tuple[int, int]]) -> int:
     for key in (f"{group}/{patient}", patient):
         if key in details:
-            return details[key]
+            return details[key][0]
     if details:
-        raise DataError(root / group / patient, "patient not listed in Patient_details.csv")
+        raise DataError(root / group / patient, f"patient not listed in {DETAILS_CSV}")
     return parse_class(group, root / group)
 
 
+def _check_listed_patients_exist(
+    root: Path, details: dict[str, tuple[int, int]], found: set[str], collector: ScanCollector
+) -> None:
+    """Every patient of ``Patient_details.csv`` must have a folder: a listed patient without data is
+    reported (raised, or skipped with ``skip_bad``), not left out unnoticed."""
+    path = root / DETAILS_CSV
+    for key, (_, line) in details.items():
+        if key not in found:
+            where = root / key if "/" in key else root / "<group>" / key
+            collector.reject(path, DataError(path, f"row {line} lists {key}, but there is no patient folder {where}"))
+
+
 def _series_slices(series_dir: Path) -> list[Path]:
-    files = visible_children(series_dir)
+    files = scan_folder_files(series_dir)
     if not files:
         raise DataError(series_dir, "empty series folder (no TIFF slices)")
     for path in files:
         if path.suffix.lower() not in TIFF_SUFFIXES:
             raise DataError(path, f"not a TIFF slice (got {path.suffix or 'no suffix'!r})")
-    return sorted(files, key=natural_key)
+    return files
 
 
 def read_covidctset(root: Path, *, task: str | None, collector: ScanCollector) -> DatasetIndex:
     if (root / "CSV").is_dir():
         return _read_folds(root, collector)
     details = _read_patient_details(root)
-    groups = [g for g in sorted(visible_children(root), key=natural_key) if g.is_dir() and g.name != MASK_FOLDER]
+    entries = sorted(visible_children(root), key=natural_key)
+    for entry in entries:
+        if not entry.is_dir() and not entry.is_file():
+            collector.reject(entry, "broken symbolic link or special file in the dataset root (expected group folders)")
+    groups = [g for g in entries if g.is_dir() and g.name != MASK_FOLDER]
     if not groups:
         raise DataError(root, "no group folders (expected <group>/patient<N>/SR_<k>/IM*.tif or a CSV/ folder of folds)")
+    found: set[str] = set()  # Patient_details.csv keys of the patient folders present
     for group in groups:
         patients = sorted(visible_children(group), key=natural_key)
         if not patients:
             collector.reject(group, "empty group folder (no patient folders)")
         for patient_dir in patients:
+            found.update((f"{group.name}/{patient_dir.name}", patient_dir.name))
             if not patient_dir.is_dir() or not patient_dir.name.lower().startswith("patient"):
                 collector.reject(patient_dir, "unexpected entry in a group folder (expected patient<N> folders)")
                 continue
@@ -118,6 +148,7 @@ def read_covidctset(root: Path, *, task: str | None, collector: ScanCollector) -
                     )
 
                 collector.add(series_dir, build)
+    _check_listed_patients_exist(root, details, found, collector)
     return collector.index("covidctset", root, CLASS_NAMES)
 
 

@@ -7,9 +7,15 @@ already windowed by the data provider, values 0-255).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
+import logging
+import os
+import stat
+import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -19,8 +25,14 @@ __all__ = [
     "PNG_SUFFIXES",
     "TIFF_SUFFIXES",
     "NIFTI_SUFFIXES",
+    "DICOM_SUFFIXES",
     "TIFF_HU_OFFSET",
+    "read_csv",
+    "describe_error",
+    "require_regular_file",
     "is_nifti",
+    "is_dicom_file",
+    "check_dicom_series",
     "check_slice_header",
     "check_slice_headers",
     "check_nifti_header",
@@ -33,6 +45,7 @@ __all__ = [
 PNG_SUFFIXES = (".png", ".jpg", ".jpeg")
 TIFF_SUFFIXES = (".tif", ".tiff")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 #: COVID-CTset stores HU + 1024 as unsigned 16-bit.
 TIFF_HU_OFFSET = 1024
 #: Sample types a TIFF slice may have: 16-bit integers (an 8-bit or float slice is another encoding).
@@ -42,6 +55,29 @@ TIFF_DTYPES = ("uint16", "int16")
 AXIAL_AXCODES = "SPL"
 #: PIL modes of 8-bit PNG/JPG slices (colour ones are converted to gray).
 _EIGHT_BIT_MODES = ("L", "LA", "P", "RGB", "RGBA")
+#: The PIL image formats each 8-bit slice extension may hold (a file's content must match its name).
+_PIL_FORMATS = {".png": ("PNG",), ".jpg": ("JPEG", "MPO"), ".jpeg": ("JPEG", "MPO")}
+
+
+def require_regular_file(path: Path) -> Path:
+    """``path`` itself, after checking it is a regular file (a symbolic link to one is fine).
+
+    A broken or looping symbolic link, a folder, pipe or device raises :class:`DataError` naming it,
+    so no reader skips it or blocks on it.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise DataError(path, "symbolic link loop (the link never reaches a file)") from None
+        if os.path.islink(path):
+            raise DataError(path, "broken symbolic link (its target does not exist)") from None
+        raise DataError(path, f"cannot be read ({error.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise DataError(path, "is a folder where a file was expected")
+    if not stat.S_ISREG(mode):
+        raise DataError(path, "not a regular file (a pipe, socket or device)")
+    return path
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -53,19 +89,134 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     import io
 
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = require_regular_file(path).read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise DataError(path, f"not a UTF-8 text CSV file (byte {error.start}: {error.reason})") from None
+    if "\x00" in text:
+        raise DataError(path, "not a text CSV file (it holds NUL bytes)")
     try:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        rows = list(reader)
+        reader = csv.reader(io.StringIO(text, newline=""))
+        table = [row for row in reader if row]
     except csv.Error as error:
         raise DataError(path, f"not a readable CSV file: {error}") from None
-    return list(reader.fieldnames or []), rows
+    if not table:
+        raise DataError(path, "empty CSV file (no header row)")
+    fields, rows = table[0], []
+    for line, row in enumerate(table[1:], start=2):
+        if len(row) != len(fields):
+            raise DataError(path, f"row {line} has {len(row)} field(s) where the header has {len(fields)} (a cut or damaged file?)")
+        rows.append(dict(zip(fields, row)))
+    return fields, rows
 
 
 def is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def is_dicom_file(path: Path) -> bool:
+    """DICOM by extension, or by the ``DICM`` magic at byte 128 for a regular file without an image
+    extension (series files often have none, or a number as one)."""
+    suffix = path.suffix.lower()
+    if suffix in DICOM_SUFFIXES:
+        return True
+    if suffix in PNG_SUFFIXES + TIFF_SUFFIXES or is_nifti(path):
+        return False
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False  # never open a pipe: it would block
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def describe_error(error: BaseException) -> str:
+    """An exception as one short line: its type and the first line of its message (no tracebacks)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0] if lines else 'no message'}"
+
+
+def _dicom_entries(folder: Path) -> list[Path]:
+    """The DICOM files of a series folder; any other visible entry raises :class:`DataError` naming it."""
+    from nni_covid3d.data.records import natural_key
+
+    entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=natural_key)
+    files = []
+    for path in entries:
+        if os.path.isdir(path):
+            raise DataError(path, "unexpected folder inside a DICOM series folder")
+        require_regular_file(path)
+        if not is_dicom_file(path):
+            raise DataError(path, "not a DICOM file (no .dcm extension or DICM marker), in a DICOM series folder")
+        files.append(path)
+    if not files:
+        raise DataError(folder, "contains no DICOM files")
+    return files
+
+
+def _dicom_pixel_bytes(header: Any) -> int | None:
+    """Bytes of pixel data an uncompressed DICOM slice's header calls for (``None``: not computable)."""
+    bits = int(getattr(header, "BitsAllocated", 0) or 0)
+    if bits % 8 or not bits:
+        return None
+    frames = int(getattr(header, "NumberOfFrames", 1) or 1)
+    samples = int(getattr(header, "SamplesPerPixel", 1) or 1)
+    return int(header.Rows) * int(header.Columns) * samples * frames * bits // 8
+
+
+def check_dicom_series(folder: Path, *, pixels: bool = False) -> list[Path]:
+    """Check a DICOM series folder: only DICOM files, each readable, Modality CT, one series, one slice
+    size, an InstanceNumber (the slice order); with ``pixels``, also that each slice's pixel data has
+    the length its header calls for (finds truncated slices).
+
+    Returns the DICOM files. Raises :class:`DataError` naming the offending file.
+    """
+    import pydicom
+
+    first: dict[str, Any] = {}
+    files = _dicom_entries(Path(folder))
+    for path in files:
+        try:
+            header = pydicom.dcmread(str(path), stop_before_pixels=not pixels)
+        except Exception as error:  # pydicom raises InvalidDicomError, OSError, struct.error, ...
+            raise DataError(path, f"not a readable DICOM file ({describe_error(error)})") from None
+        modality = str(getattr(header, "Modality", "") or "")
+        if modality != "CT":
+            raise DataError(path, f"DICOM Modality is {modality or 'missing'!r}, not 'CT': only CT series are accepted")
+        try:
+            size = (int(header.Rows), int(header.Columns))
+            int(header.InstanceNumber)
+        except (AttributeError, TypeError, ValueError) as error:
+            raise DataError(path, f"DICOM slice lacks a valid Rows, Columns or InstanceNumber ({describe_error(error)})") from None
+        if pixels:
+            _check_dicom_pixels(path, header)
+        info = {"series": str(getattr(header, "SeriesInstanceUID", "")), "size": size}
+        if not first:
+            first = {**info, "path": path}
+            continue
+        if info["series"] != first["series"]:
+            raise DataError(path, f"belongs to another DICOM series than {first['path'].name}: one series per folder")
+        if info["size"] != first["size"]:
+            raise DataError(
+                path, f"slice size {size[0]}x{size[1]} differs from "
+                f"{first['size'][0]}x{first['size'][1]} of {first['path'].name} in the same series"
+            )
+    return files
+
+
+def _check_dicom_pixels(path: Path, header: Any) -> None:
+    if "PixelData" not in header:
+        raise DataError(path, "DICOM slice has no pixel data (a cut or damaged file?)")
+    syntax = getattr(getattr(header, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and syntax.is_compressed:
+        return  # an encapsulated stream: its length says nothing; decoding finds damage
+    expected, found = _dicom_pixel_bytes(header), len(header.PixelData)
+    if expected is not None and found not in (expected, expected + 1):  # one pad byte makes an odd length even
+        what = "cut short" if found < expected else "longer than its header says"
+        raise DataError(
+            path, f"DICOM pixel data is {what}: {found} bytes where Rows x Columns x BitsAllocated call for {expected}"
+        )
 
 
 def check_slice_header(path: Path) -> tuple[int, int]:
@@ -74,6 +225,8 @@ def check_slice_header(path: Path) -> tuple[int, int]:
     Raises :class:`DataError` for a non-image file or one that is not a single 2D grayscale image.
     """
     suffix = path.suffix.lower()
+    if suffix in TIFF_SUFFIXES + PNG_SUFFIXES:
+        require_regular_file(path)
     if suffix in TIFF_SUFFIXES:
         import tifffile
 
@@ -81,7 +234,7 @@ def check_slice_header(path: Path) -> tuple[int, int]:
             with tifffile.TiffFile(path) as tif:
                 shape, dtype = tif.pages[0].shape, tif.pages[0].dtype
         except Exception as error:  # tifffile raises several types for garbage input
-            raise DataError(path, f"not a readable TIFF image ({error})") from None
+            raise DataError(path, f"not a readable TIFF image ({describe_error(error)})") from None
         if len(shape) != 2:
             raise DataError(path, f"expected a 2D grayscale slice, got an image of shape {tuple(shape)}")
         _check_tiff_dtype(path, dtype)
@@ -92,10 +245,17 @@ def check_slice_header(path: Path) -> tuple[int, int]:
         try:
             with Image.open(path) as image:
                 width, height = image.size
+                _check_pil_format(path, image.format)
         except (UnidentifiedImageError, OSError) as error:
-            raise DataError(path, f"not a readable image ({error})") from None
+            raise DataError(path, f"not a readable image ({describe_error(error)})") from None
         return height, width
     raise DataError(path, f"unsupported slice file type {suffix!r} (expected PNG, JPG or TIFF)")
+
+
+def _check_pil_format(path: Path, found: str | None) -> None:
+    expected = _PIL_FORMATS[path.suffix.lower()]
+    if found not in expected:
+        raise DataError(path, f"file holds a {found or 'unknown'} image, not {expected[0]} as its extension says")
 
 
 def _check_tiff_dtype(path: Path, dtype: np.dtype | None) -> None:
@@ -117,22 +277,60 @@ def check_slice_headers(paths: Sequence[Path]) -> tuple[int, int]:
     return first
 
 
+@contextlib.contextmanager
+def _nibabel_messages() -> Iterator[list[str]]:
+    """Collect the header problems nibabel logs (and silently fixes) while loading, instead of letting
+    it print them without naming the file."""
+    from nibabel import imageglobals
+
+    messages: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger, handler = imageglobals.logger, _Collect(level=logging.WARNING)
+    saved, propagate = list(logger.handlers), logger.propagate
+    for old in saved:
+        logger.removeHandler(old)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        for old in saved:
+            logger.addHandler(old)
+        logger.propagate = propagate
+
+
 def nifti_geometry(path: Path) -> tuple[tuple[float, float, float], tuple[int, int, int]]:
-    """Read a NIfTI header; require a 3D volume; return its spacing (z, y, x) in mm and its shape
-    (D, H, W), both in the axial orientation :func:`read_scan` gives."""
+    """Read a NIfTI header; require a 3D volume with positive voxel sizes and a usable affine; return
+    its spacing (z, y, x) in mm and its shape (D, H, W), both in the axial orientation :func:`read_scan` gives."""
     import nibabel as nib
 
+    require_regular_file(path)
     try:
-        image = nib.load(str(path))
+        with _nibabel_messages() as messages:
+            image = nib.load(str(path))
     except Exception as error:
-        raise DataError(path, f"not a readable NIfTI file ({error})") from None
+        raise DataError(path, f"not a readable NIfTI file ({describe_error(error)})") from None
+    for message in messages:
+        if "pixdim" in message:  # nibabel would replace a zero or negative voxel size by a guess
+            raise DataError(path, f"bad NIfTI header: {message.split(';')[0]} (voxel sizes must be positive)")
+        warnings.warn(f"{path}: NIfTI header problem, fixed on reading: {message}", stacklevel=2)
     shape = image.shape
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     if len(shape) != 3 or min(shape) < 2:
         raise DataError(path, f"expected a 3D CT volume, got NIfTI data of shape {tuple(image.shape)}")
-    ornt = nib.orientations.io_orientation(image.affine)
-    zooms = image.header.get_zooms()[:3]
+    zooms = np.asarray(image.header.get_zooms()[:3], dtype=np.float64)
+    if not (np.isfinite(zooms).all() and (zooms > 0).all()):
+        raise DataError(path, f"bad NIfTI header: voxel sizes {tuple(float(z) for z in zooms)} must be positive numbers")
+    affine = np.asarray(image.affine, dtype=np.float64)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise DataError(path, "bad NIfTI header: its affine (qform/sform) is not finite or not invertible")
+    ornt = nib.orientations.io_orientation(affine)
     by_world_spacing = {int(ornt[i, 0]): float(zooms[i]) for i in range(3)}  # world axis 0=x, 1=y, 2=z
     by_world_size = {int(ornt[i, 0]): int(shape[i]) for i in range(3)}
     return (
@@ -149,6 +347,7 @@ def check_nifti_header(path: Path) -> tuple[float, float, float]:
 def read_slice(path: Path) -> np.ndarray:
     """Decode one slice to float32 ``[H, W]``: PNG/JPG gray levels 0-255, TIFF converted to HU."""
     suffix = path.suffix.lower()
+    require_regular_file(path)
     try:
         if suffix in TIFF_SUFFIXES:
             import tifffile
@@ -161,6 +360,7 @@ def read_slice(path: Path) -> np.ndarray:
         from PIL import Image
 
         with Image.open(path) as image:
+            _check_pil_format(path, image.format)
             if image.mode not in _EIGHT_BIT_MODES:
                 raise DataError(path, f"expected an 8-bit grayscale or colour slice, got PIL mode {image.mode!r}")
             if image.mode != "L":
@@ -169,7 +369,7 @@ def read_slice(path: Path) -> np.ndarray:
     except DataError:
         raise
     except Exception as error:  # truncated / corrupt files raise OSError, ValueError, struct.error ...
-        raise DataError(path, f"cannot decode image ({type(error).__name__}: {error})") from None
+        raise DataError(path, f"cannot decode image ({describe_error(error)})") from None
 
 
 def _slice_kind(paths: Sequence[Path]) -> str:
@@ -223,18 +423,38 @@ def _orientation():
     return Orientation(axcodes=AXIAL_AXCODES, labels=(("L", "R"), ("P", "A"), ("I", "S")))
 
 
-def _read_monai_volume(path: Path, reader: str) -> np.ndarray:
-    """Load a NIfTI file or DICOM series folder with MONAI and orient it to axial ``[D, H, W]``."""
+def _read_monai_volume(path: Path, reader: str, *, n_slices: int | None = None) -> np.ndarray:
+    """Load a NIfTI file or DICOM series folder with MONAI and orient it to axial ``[D, H, W]``;
+    ``n_slices``: the number of slices the series' files hold (a reader dropping one is an error)."""
     try:
-        image = _loader(reader)(str(path))
+        with _nibabel_messages():  # nifti_geometry reports them, naming the file
+            image = _loader(reader)(str(path))
     except Exception as error:
-        raise DataError(path, f"cannot read volume ({type(error).__name__}: {error})") from None
+        raise DataError(path, f"cannot read volume ({describe_error(error)})") from None
     if image.ndim == 5 and image.shape[-1] == 1:
         image = image[..., 0]
     if image.ndim != 4 or image.shape[0] != 1:
         raise DataError(path, f"expected one 3D CT volume, got data of shape {tuple(image.shape)}")
+    if n_slices is not None and image.shape[-1] != n_slices:
+        raise DataError(path, f"the series' files hold {n_slices} slices, but {image.shape[-1]} were read")
     oriented = _orientation()(image)
     return np.ascontiguousarray(oriented[0].numpy(), dtype=np.float32)
+
+
+def _read_dicom_series(folder: Path) -> np.ndarray:
+    """Decode a checked DICOM series folder; a slice that fails to decode is named."""
+    import pydicom
+
+    files = check_dicom_series(folder, pixels=True)
+    try:
+        return _read_monai_volume(folder, "PydicomReader", n_slices=len(files) if len(files) > 1 else None)
+    except DataError:
+        for path in files:  # find the slice MONAI choked on
+            try:
+                pydicom.dcmread(str(path)).pixel_array
+            except Exception as error:
+                raise DataError(path, f"cannot decode DICOM pixel data ({describe_error(error)})") from None
+        raise
 
 
 def read_scan(paths: Sequence[Path]) -> tuple[np.ndarray, str]:
@@ -248,9 +468,12 @@ def read_scan(paths: Sequence[Path]) -> tuple[np.ndarray, str]:
         raise DataError(Path("."), "scan has no files")
     first = paths[0]
     if len(paths) == 1 and is_nifti(first):
+        shape = nifti_geometry(first)[1]
         volume, kind = _read_monai_volume(first, "NibabelReader"), "hu"
+        if volume.shape != shape:
+            raise DataError(first, f"NIfTI header says shape {shape}, the data read has {volume.shape}")
     elif len(paths) == 1 and first.is_dir():
-        volume, kind = _read_monai_volume(first, "PydicomReader"), "hu"
+        volume, kind = _read_dicom_series(first), "hu"
     else:
         volume, kind = _read_slice_stack(paths)
     if volume.ndim != 3 or volume.shape[0] < 1:
@@ -263,5 +486,6 @@ def read_scan(paths: Sequence[Path]) -> tuple[np.ndarray, str]:
 
 def read_mask(path: Path) -> np.ndarray:
     """Read a lesion mask NIfTI as uint8 ``[D, H, W]`` in the same axial orientation as :func:`read_scan`."""
+    nifti_geometry(Path(path))
     volume = _read_monai_volume(Path(path), "NibabelReader")
     return (volume > 0.5).astype(np.uint8)

@@ -6,11 +6,12 @@ paper's: CT-0 -> Normal, CT-1..4 -> NCP) or ``task="severity"`` (CT-0..CT-4).
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 from nni_covid3d.data.classes import class_names_for
-from nni_covid3d.data.io import is_nifti
+from nni_covid3d.data.io import describe_error, is_nifti, require_regular_file
 from nni_covid3d.data.readers import ScanCollector, visible_children
 from nni_covid3d.data.records import DataError, DatasetIndex, Scan, natural_key
 
@@ -28,14 +29,16 @@ def _label(category: str, task: str) -> int:
 def _read_registry(root: Path) -> dict[str, str]:
     """``dataset_registry.xlsx``: study file name -> category, to cross-check the folders."""
     path = root / "dataset_registry.xlsx"
-    if not path.exists():
+    if not os.path.lexists(path):
         return {}
     import pandas as pd
 
     try:
-        table = pd.read_excel(path)
+        table = pd.read_excel(require_regular_file(path))
+    except DataError:
+        raise
     except Exception as error:
-        raise DataError(path, f"cannot read the registry ({error})") from None
+        raise DataError(path, f"cannot read the registry ({describe_error(error)})") from None
     needed = {"category", "study_file"}
     if not needed <= set(table.columns):
         raise DataError(path, f"expected columns {sorted(needed)}, got {list(table.columns)}")
@@ -55,6 +58,9 @@ def read_mosmed(root: Path, *, task: str | None, collector: ScanCollector) -> Da
     found_any = False
     for category in CATEGORIES:
         folder = studies / category
+        if os.path.lexists(folder) and not folder.is_dir():
+            collector.reject(folder, "not a folder (a file, broken symbolic link or special file)")
+            continue
         if not folder.is_dir():
             continue  # CT-4 has only 2 studies; a subset of categories is a valid copy
         files = sorted(visible_children(folder), key=natural_key)
@@ -66,8 +72,9 @@ def read_mosmed(root: Path, *, task: str | None, collector: ScanCollector) -> Da
             match = _STUDY.match(path.name)
 
             def build(path=path, match=match, category=category) -> Scan:
-                if not path.is_file() or not is_nifti(path):
+                if os.path.isdir(path) or not is_nifti(path):
                     raise DataError(path, "not a NIfTI study file (expected study_NNNN.nii.gz)")
+                require_regular_file(path)
                 if match is None:
                     raise DataError(path, "unexpected file name (expected study_NNNN.nii.gz)")
                 listed = registry.get(path.name)

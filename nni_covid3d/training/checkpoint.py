@@ -7,18 +7,23 @@ and where the data came from) is stored as plain Python types, so a checkpoint i
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
+from nni_covid3d.data.io import describe_error, require_regular_file
+from nni_covid3d.data.records import DataError
 from nni_covid3d.training.module import CHECKPOINT_KEY, CovidClassifier
 
 __all__ = ["FORMAT_VERSION", "CheckpointError", "plain", "read_checkpoint", "load_classifier", "load_model"]
 
 FORMAT_VERSION = 1
 _MODEL_PREFIX = "_model."
+#: Metadata every checkpoint carries, with its type.
+_META_TYPES = {"model_name": str, "num_classes": int, "in_channels": int, "class_names": list}
 
 
 class CheckpointError(ValueError):
@@ -30,15 +35,58 @@ def plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+def _check_archive(path: Path) -> None:
+    """Verify the CRC of every member of a zip-format checkpoint: ``torch.load`` does not, so a damaged
+    weight record would otherwise load as wrong weights."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return  # the legacy format, or not a checkpoint at all: torch.load decides
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if all(m.CRC == 0 for m in members if m.file_size):
+                return  # written with torch's CRC computation switched off: nothing to verify
+            bad = archive.testzip()
+    except Exception as error:  # BadZipFile, EOFError, OSError, zlib errors ...
+        raise CheckpointError(f"{path}: damaged checkpoint archive ({describe_error(error)})") from None
+    if bad is not None:
+        raise CheckpointError(f"{path}: damaged checkpoint: its record {bad} fails the archive's CRC check")
+
+
+def _check_metadata(path: Path, meta: Mapping[str, Any]) -> None:
+    """The metadata a model is rebuilt from: present and of the right types."""
+    for key, kind in _META_TYPES.items():
+        if not isinstance(meta.get(key), kind):
+            raise CheckpointError(f"{path}: damaged checkpoint metadata: {key!r} is missing or not a {kind.__name__}")
+    if len(meta["class_names"]) != meta["num_classes"]:
+        raise CheckpointError(
+            f"{path}: damaged checkpoint metadata: {len(meta['class_names'])} class names for {meta['num_classes']} classes"
+        )
+    if meta.get("preprocessing") is not None and not isinstance(meta["preprocessing"], dict):
+        raise CheckpointError(f"{path}: damaged checkpoint metadata: 'preprocessing' is not a dict")
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict at ``path`` (``weights_only=True``), after checking it is one of ours."""
+    """The checkpoint dict at ``path`` (``weights_only=True``), after checking it is one of ours.
+
+    A missing file raises ``FileNotFoundError``; anything else wrong (not a regular file, a damaged
+    archive, a foreign or truncated file) raises :class:`CheckpointError` naming the file.
+    """
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        require_regular_file(path)
+    except DataError as error:
+        raise CheckpointError(str(error)) from None
+    _check_archive(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types on foreign files (UnpicklingError, struct.error, ...)
-        raise CheckpointError(f"{path} is not a checkpoint readable with torch.load(weights_only=True): {error}") from error
+        raise CheckpointError(
+            f"{path} is not a checkpoint readable with torch.load(weights_only=True): {describe_error(error)}"
+        ) from None
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint or "state_dict" not in checkpoint:
         raise CheckpointError(
             f"{path} is not an nni-covid3d checkpoint (no {CHECKPOINT_KEY!r} metadata); "
@@ -48,6 +96,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     version = meta.get("format_version") if isinstance(meta, dict) else None
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{path}: unsupported nni-covid3d checkpoint format {version!r} (expected {FORMAT_VERSION})")
+    if not isinstance(checkpoint["state_dict"], dict):
+        raise CheckpointError(f"{path}: damaged checkpoint: 'state_dict' is not a dict of tensors")
     return checkpoint
 
 
@@ -62,13 +112,19 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
     checkpoint = read_checkpoint(path)
     meta = checkpoint[CHECKPOINT_KEY]
-    model = get_model(
-        meta["model_name"], num_classes=meta["num_classes"], in_channels=meta["in_channels"], arch=meta["arch"]
-    )
+    _check_metadata(Path(path), meta)
+    try:
+        model = get_model(
+            meta["model_name"], num_classes=meta["num_classes"], in_channels=meta["in_channels"], arch=meta.get("arch")
+        )
+    except Exception as error:  # a damaged architecture fails anywhere in the model builders
+        raise CheckpointError(
+            f"{path}: cannot build model {meta['model_name']!r} from the checkpoint's metadata ({describe_error(error)})"
+        ) from None
     try:
         model.load_state_dict(_model_state(checkpoint), strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(f"{path}: weights do not fit model {meta['model_name']!r}: {error}") from error
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: weights do not fit model {meta['model_name']!r}: {error}") from None
     return model.eval(), meta
 
 
