@@ -52,6 +52,7 @@ setup(
         "nni_covid3d.models",
         "nni_covid3d.training",
         "nni_covid3d.data",
+        "nni_covid3d.nnictl",
         "nni_covid3d.strategies",
         "nni_covid3d.strategies.gumbel_dnas",
         "nni_covid3d.search_spaces",

@@ -14,6 +14,10 @@ The core is four NNI lines::
     exp.stop()  # records the experiment as done; left to NNI's exit handler, it logs after streams close
     save_architecture(export_architecture(space_config, sample), "best_arch.json")
 
+``nni_covid3d.search.run_search`` does the same in one call (the wiring of ``nni-covid3d search``,
+with checkpoints, the patient hold-out for architecture steps and TensorBoard); this script shows
+the NNI objects it is made of.
+
 One-shot search in NNI 3.0 runs in this process (no NNI manager, no web UI). With ``--ddp`` Lightning
 starts one process per device by re-running this script; every rank builds the same experiment
 and only rank 0 writes the architecture file.
@@ -63,11 +67,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from nni.nas.experiment import NasExperiment
 
     from nni_covid3d import strategies
-    from nni_covid3d.data import Preprocessing, load_dataset, make_dataset, make_patient_split
+    from nni_covid3d.data import Preprocessing, load_dataset, make_patient_split
     from nni_covid3d.data.loading import drop_remainder
+    from nni_covid3d.search import SearchData
     from nni_covid3d.search_spaces import CovidNet3DSpace, export_architecture, save_architecture
     from nni_covid3d.training import CovidClassifier
-    from nni_covid3d.trial import ensure_synthetic_data
+    from nni_covid3d.nnictl.trial import ensure_synthetic_data
 
     pl.seed_everything(args.seed, workers=True)
 
@@ -77,12 +82,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     index = load_dataset(args.dataset, root)
     split = make_patient_split(index.scans, seed=args.seed)
     preprocessing = Preprocessing(depth=args.size[0], height=args.size[1], width=args.size[2])
-    train_set = make_dataset(split["train"], preprocessing, train=True, cache_in_memory=True, seed=args.seed)
-    val_set = make_dataset(split["val"], preprocessing, train=False, cache_in_memory=True)
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
+    data = SearchData.from_split(split, index.class_names, preprocessing, cache_in_memory=True, seed=args.seed)
+    train_loader = DataLoader(data.train, batch_size=args.batch_size, shuffle=True,
                               generator=torch.Generator().manual_seed(args.seed),
-                              drop_last=drop_remainder(len(train_set), args.batch_size))
-    val_loader = DataLoader(val_set, batch_size=args.batch_size)
+                              drop_last=drop_remainder(len(data.train), args.batch_size))
+    val_loader = DataLoader(data.val, batch_size=args.batch_size)
 
     # Space, evaluator, strategy.
     space_args = json.loads(args.space_config.read_text()) if args.space_config else {"preset": args.preset}

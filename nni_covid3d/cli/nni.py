@@ -58,7 +58,7 @@ def _experiment_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from nni_covid3d.nni_report import TRIAL_COLUMNS, baseline_rows, format_table, load_experiment, trial_rows
+    from nni_covid3d.nnictl.records import TRIAL_COLUMNS, baseline_rows, format_table, load_experiment, trial_rows
 
     record = load_experiment(args.experiment, args.experiment_dir)
     if record.trial_mode == "baseline":
@@ -82,7 +82,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_best_arch(args: argparse.Namespace) -> int:
-    from nni_covid3d.nni_report import best_architecture, load_experiment
+    from nni_covid3d.nnictl.records import best_architecture, load_experiment
     from nni_covid3d.search_spaces import save_architecture
 
     record = load_experiment(args.experiment, args.experiment_dir)
@@ -94,8 +94,8 @@ def run_best_arch(args: argparse.Namespace) -> int:
 
 
 def run_nnictl(args: argparse.Namespace) -> int:
-    from nni_covid3d.nni_report import TRIAL_COLUMNS, best_architecture, format_table, load_experiment, trial_rows
-    from nni_covid3d.nnictl_run import run_config
+    from nni_covid3d.nnictl.records import TRIAL_COLUMNS, best_architecture, format_table, load_experiment, trial_rows
+    from nni_covid3d.nnictl.run import run_config
 
     if not args.config.is_file():
         raise FileNotFoundError(f"nnictl config {args.config} does not exist")

@@ -11,14 +11,12 @@ per epoch in ``OUT/checkpoints`` (``--resume`` continues from ``last.ckpt``).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from nni_covid3d.cli import UserError
 from nni_covid3d.cli.train import add_dataset_arguments
+from nni_covid3d.search import STRATEGY_NAMES
 
-# Same names as nni_covid3d.strategies.STRATEGY_NAMES (kept literal so --help stays fast; a test checks).
-STRATEGIES = ("gumbel-dnas", "darts", "gumbel-darts", "proxyless", "random-oneshot")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--head-channels", type=int, default=1280)
     p.add_argument("--search-downsampling", action="store_true",
                    help="also search 2x2x2 vs 1x2x2 downsampling (single-path strategies only)")
-    p.add_argument("--strategy", default="gumbel-dnas", choices=STRATEGIES)
+    p.add_argument("--strategy", default="gumbel-dnas", choices=STRATEGY_NAMES)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--depth", type=int, default=16, help="slices per volume (paper's search: 16)")
@@ -70,57 +68,30 @@ def _given(args: argparse.Namespace, **options: str) -> dict:
     """``{keyword: args.<attribute>}`` for the options given on the command line; the rest keep the
     strategy's own defaults."""
     return {keyword: getattr(args, attribute) for keyword, attribute in options.items()
-            if getattr(args, attribute) is not None}
+            if getattr(args, attribute) not in (None, False)}
 
 
-def _strategy_kwargs(args: argparse.Namespace, arch_indices: list[int]) -> dict:
+def _strategy_options(args: argparse.Namespace) -> dict:
+    options = _given(args, arc_learning_rate="arc_lr", warmup_epochs="warmup_epochs", arch_estimator="arch_estimator",
+                     weight_sampling="weight_sampling", size_budget_mb="size_budget_mb",
+                     checkpoint_candidates="checkpoint_activations")
+    if args.flops_budget_g is not None:
+        options["flops_budget"] = args.flops_budget_g * 1e9
     if args.strategy == "gumbel-dnas":
         from nni_covid3d.strategies import TemperatureSchedule
 
-        return dict(
-            **_given(args, arc_learning_rate="arc_lr", warmup_epochs="warmup_epochs",
-                     arch_estimator="arch_estimator", weight_sampling="weight_sampling"),
-            temperature=TemperatureSchedule(args.tau[0], args.tau[1], args.tau_schedule),
-            arch_split=arch_indices, size_budget_mb=args.size_budget_mb, seed=args.seed,
-            flops_budget=args.flops_budget_g * 1e9 if args.flops_budget_g is not None else None,
-            checkpoint_dir=args.out / "checkpoints", resume_from="last" if args.resume else None,
-            checkpoint_candidates=args.checkpoint_activations,
-        )
-    if (args.resume or args.size_budget_mb is not None or args.flops_budget_g is not None or args.checkpoint_activations
-            or args.arch_estimator is not None or args.weight_sampling is not None):
-        raise UserError("--resume, --size-budget-mb, --flops-budget-g, --checkpoint-activations, --arch-estimator and "
-                        "--weight-sampling apply to --strategy gumbel-dnas only")
-    nni_darts = dict(**_given(args, arc_learning_rate="arc_lr", warmup_epochs="warmup_epochs"), gradient_clip_val=5.0)
-    if args.strategy in ("darts", "proxyless"):
-        return nni_darts
-    if args.strategy == "gumbel-darts":
-        return dict(**nni_darts, temperature=(float(args.tau[0]), float(args.tau[1])))
-    return {}
+        options["temperature"] = TemperatureSchedule(args.tau[0], args.tau[1], args.tau_schedule)
+    elif args.strategy == "gumbel-darts":
+        options["temperature"] = (float(args.tau[0]), float(args.tau[1]))
+    return options
 
 
 def run(args: argparse.Namespace) -> int:
-    import pytorch_lightning as pl
-    import torch
-    from nni.nas.evaluator.pytorch import DataLoader, Lightning, Trainer
-    from nni.nas.execution import SequentialExecutionEngine
-    from nni.nas.space import RawFormatModelSpace
-    from pytorch_lightning.loggers import TensorBoardLogger
-    from torch.utils.data import Subset
+    from nni_covid3d.data import Preprocessing, load_dataset, load_split, make_patient_split, save_split
+    from nni_covid3d.search import SearchData, run_search
 
-    from nni_covid3d.data import (
-        Preprocessing, load_dataset, load_split, make_dataset, make_patient_split, patient_holdout_indices, save_split,
-    )
-    from nni_covid3d.data.loading import drop_remainder
-    from nni_covid3d.search_spaces import CovidNet3DSpace, export_architecture, save_architecture
-    from nni_covid3d.strategies import get
-    from nni_covid3d.training import CovidClassifier
-
-    if args.epochs < 1 or args.batch_size < 1:
-        raise UserError("--epochs and --batch-size must be at least 1")
     if not args.root.is_dir():
         raise FileNotFoundError(f"dataset root {args.root} does not exist")
-    pl.seed_everything(args.seed, workers=True)
-
     index = load_dataset(args.dataset, args.root, task=args.task, skip_bad=args.skip_bad)
     if args.split_file is not None:
         split = load_split(args.split_file, index.scans)
@@ -129,57 +100,27 @@ def run(args: argparse.Namespace) -> int:
                                    seed=args.split_seed)
     args.out.mkdir(parents=True, exist_ok=True)
     save_split(split, args.out / "split.json")
-    if not split["val"]:
-        raise UserError(f"the validation split of {args.root} is empty; use more patients or a larger --val-fraction")
     preprocessing = Preprocessing(depth=args.depth, height=args.height, width=args.width)
-    train_set = make_dataset(split["train"], preprocessing, train=True, cache_dir=args.cache_dir)
-    val_set = make_dataset(split["val"], preprocessing, train=False, cache_dir=args.cache_dir)
+    data = SearchData.from_split(split, index.class_names, preprocessing, cache_dir=args.cache_dir)
+    space_config = {"preset": args.preset, "in_channels": 1, "widths": args.widths, "n_cells": args.n_cells,
+                    "head_channels": args.head_channels, "search_downsampling": args.search_downsampling}
+    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
     try:
-        arch_indices = patient_holdout_indices([s.patient_id for s in split["train"]], args.arch_fraction, args.seed)
+        result = run_search(
+            data, space_config, strategy=args.strategy, strategy_options=_strategy_options(args),
+            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay,
+            arch_fraction=args.arch_fraction, seed=args.seed, out_dir=args.out, resume=args.resume,
+            accelerator=args.accelerator, devices=devices, workers=args.workers, progress=not args.no_progress,
+            metadata={"dataset": args.dataset},
+        )
     except ValueError as error:
         raise UserError(f"{args.root}: {error}") from error
-
-    generator = torch.Generator().manual_seed(args.seed)
-    if args.strategy in ("darts", "gumbel-darts", "proxyless"):
-        # NNI's DARTS family takes its architecture batches from the evaluator's validation loader:
-        # give it the same held-out training patients GumbelDNAS uses (never the val or test split).
-        held = set(arch_indices)
-        weight_set = Subset(train_set, [i for i in range(len(train_set)) if i not in held])
-        train_set, val_set = weight_set, Subset(train_set, sorted(held))
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
-                              generator=generator, drop_last=drop_remainder(len(train_set), args.batch_size))
-    # NNI's DARTS family trains the logits on this loader: a training loader for them.
-    val_loader = DataLoader(val_set, batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
-                            drop_last=args.strategy != "gumbel-dnas" and drop_remainder(len(val_set), args.batch_size))
-
-    space = CovidNet3DSpace(args.preset, num_classes=len(index.class_names), in_channels=1, widths=args.widths,
-                            n_cells=args.n_cells, head_channels=args.head_channels,
-                            search_downsampling=args.search_downsampling)
-    space_config = space.config  # before the strategy turns the space into a supernet in place
-    module = CovidClassifier(class_names=index.class_names, learning_rate=args.lr, weight_decay=args.weight_decay,
-                             max_epochs=args.epochs, preprocessing=preprocessing.to_dict(), model_name="covidnet3d")
-    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
-    trainer = Trainer(
-        max_epochs=args.epochs, accelerator=args.accelerator, devices=devices,
-        strategy="ddp" if isinstance(devices, int) and devices > 1 else "auto",
-        logger=TensorBoardLogger(str(args.out), name="tensorboard"), enable_checkpointing=False,
-        enable_progress_bar=not args.no_progress, enable_model_summary=False, num_sanity_val_steps=0,
-    )
-    evaluator = Lightning(module, trainer, train_dataloaders=train_loader, val_dataloaders=val_loader)
-    strategy = get(args.strategy, **_strategy_kwargs(args, arch_indices))
-
-    strategy(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
-    best = next(strategy.list_models())
-    if not trainer.is_global_zero:
-        return 0
-    metadata = {"source": f"nni-covid3d search --strategy {args.strategy}", "dataset": args.dataset,
-                "epochs": args.epochs, "seed": args.seed, "size_budget_mb": args.size_budget_mb}
-    arch = export_architecture(space_config, best.sample, metadata=metadata)
-    path = save_architecture(arch, args.out / "architecture.json")
-    probs = strategy.oneshot_module.export_probs()
-    (args.out / "arch_probs.json").write_text(
-        json.dumps({str(k): {str(v): p for v, p in d.items()} for k, d in probs.items()}, indent=2) + "\n")
-    print(f"architecture: {path}")
-    print(f"choice probabilities: {args.out / 'arch_probs.json'}; TensorBoard: {args.out / 'tensorboard'}")
-    print(f"retrain: nni-covid3d retrain --arch {path} --dataset {args.dataset} --root {args.root} --out RUN_DIR")
+    if result.architecture_path is None or not result.architecture_path.is_file():
+        return 0  # not rank 0 of a DDP run
+    print(f"architecture: {result.architecture_path}")
+    if result.probabilities is not None:
+        print(f"choice probabilities: {args.out / 'arch_probs.json'}")
+    print(f"TensorBoard: {args.out / 'tensorboard'}")
+    print(f"retrain: nni-covid3d retrain --arch {result.architecture_path} --dataset {args.dataset} "
+          f"--root {args.root} --out RUN_DIR")
     return 0

@@ -133,7 +133,7 @@ def run_config(
     """Run an nnictl config until its trials end, then stop it; returns ``(experiment id, trial-jobs)``.
 
     ``work_dir`` receives the runnable config copy and NNI's experiment folder; follow with
-    ``nni_covid3d.nni_report.load_experiment(id, work_dir / "nni-experiments")``.
+    ``nni_covid3d.nnictl.records.load_experiment(id, work_dir / "nni-experiments")``.
     """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -159,7 +159,7 @@ def run_arch_search_demo(out_dir: Path, *, max_trials: int = 2, port: int | None
     trial's architecture) and ``trials.md`` (one row per trial). Returns the experiment id, the trials'
     final results and both paths. Needs the repository checkout (the configs live in ``examples/``).
     """
-    from nni_covid3d.nni_report import TRIAL_COLUMNS, best_architecture, format_table, load_experiment, trial_rows
+    from nni_covid3d.nnictl.records import TRIAL_COLUMNS, best_architecture, format_table, load_experiment, trial_rows
     from nni_covid3d.search_spaces import save_architecture
 
     config = Path(__file__).resolve().parents[1] / "examples" / "nnictl" / "arch_search.yml"

@@ -3,8 +3,8 @@
 nnictl (NNI 3.0) runs HPO-style experiments only, so architecture search, baselines and DNAS runs
 reach the web UI as trials of this module. Each mode reads its tuner parameters with
 ``nni.get_next_parameter()`` (``--params JSON`` outside NNI), trains briefly, reports validation
-accuracy per epoch (``nni.report_intermediate_result``) and at the end
-(``nni.report_final_result({"default": val_acc, "size_mb": ..., ...})``), and writes
+accuracy per epoch and at the end (``{"default": val_acc, "size_mb": ..., ...}``) through
+:class:`~nni_covid3d.nnictl.NniReporter`, and writes
 ``result.json`` (and ``architecture.json`` where there is one) into ``$NNI_OUTPUT_DIR``.
 
 Modes
@@ -35,6 +35,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import nni_covid3d  # noqa: F401  (filters NNI's known import warnings)
+from nni_covid3d.nnictl.reporter import NniReporter
+from nni_covid3d.search import SearchData
+from nni_covid3d.training import CovidClassifier
 
 __all__ = ["main", "build_parser", "TrialError", "ensure_synthetic_data", "DEFAULT_CACHE_DIR"]
 
@@ -138,9 +141,9 @@ def ensure_synthetic_data(dataset: str, cache_dir: Path, n_patients: int, seed: 
     return root
 
 
-def load_data(args: argparse.Namespace, dataset: str) -> dict[str, Any]:
-    """Patient-level split of ``dataset`` and its torch datasets (train, val) plus the test scans."""
-    from nni_covid3d.data import Preprocessing, load_dataset, make_dataset, make_patient_split
+def load_data(args: argparse.Namespace, dataset: str) -> tuple[SearchData, list[Any]]:
+    """Patient-level split of ``dataset``: its training and validation datasets, and the test scans."""
+    from nni_covid3d.data import Preprocessing, load_dataset, make_patient_split
 
     if args.data_root is not None:
         root = args.data_root.expanduser()
@@ -157,17 +160,11 @@ def load_data(args: argparse.Namespace, dataset: str) -> dict[str, Any]:
     split = make_patient_split(index.scans, seed=args.split_seed)
     depth, height, width = args.size
     preprocessing = Preprocessing(depth=depth, height=height, width=width)
-    return {
-        "root": root,
-        "class_names": list(index.class_names),
-        "preprocessing": preprocessing,
-        "train": make_dataset(split["train"], preprocessing, train=True, cache_in_memory=True, seed=args.seed),
-        "val": make_dataset(split["val"], preprocessing, train=False, cache_in_memory=True),
-        "test_scans": split["test"],
-    }
+    data = SearchData.from_split(split, index.class_names, preprocessing, cache_in_memory=True, seed=args.seed)
+    return data, list(split["test"])
 
 
-def dataloaders(args: argparse.Namespace, data: dict[str, Any]) -> tuple[Any, Any]:
+def dataloaders(args: argparse.Namespace, data: SearchData) -> tuple[Any, Any]:
     """NNI-traced train/val DataLoaders (traced so NNI's evaluators can serialise them)."""
     import torch
     from nni.nas.evaluator.pytorch import DataLoader
@@ -175,72 +172,33 @@ def dataloaders(args: argparse.Namespace, data: dict[str, Any]) -> tuple[Any, An
     from nni_covid3d.data.loading import drop_remainder
 
     generator = torch.Generator().manual_seed(args.seed)
-    train = DataLoader(data["train"], batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers,
-                       generator=generator, drop_last=drop_remainder(len(data["train"]), args.batch_size))
-    val = DataLoader(data["val"], batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers)
+    train = DataLoader(data.train, batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers,
+                       generator=generator, drop_last=drop_remainder(len(data.train), args.batch_size))
+    val = DataLoader(data.val, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers)
     return train, val
 
 
 # ---------------------------------------------------------------------------------------- reporting
-def _reporting_classifier():
-    """``CovidClassifier`` whose own NNI reports are off: the trial reports (with the model size)."""
-    import nni
-    from nni_covid3d.training import CovidClassifier
-
-    @nni.trace
-    class TrialClassifier(CovidClassifier):
-        def on_validation_epoch_end(self) -> None:
-            pass
-
-        def on_fit_end(self) -> None:
-            pass
-
-    return TrialClassifier
-
-
-def _reporter_callback():
-    """A Lightning callback reporting ``val_acc`` (and ``val_bal_acc``) to NNI after each validation."""
-    import nni
-    import pytorch_lightning as pl
-
-    class NniReporter(pl.Callback):
-        def __init__(self) -> None:
-            self.history: list[dict[str, float]] = []
-
-        def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            if trainer.sanity_checking or not trainer.is_global_zero:
-                return
-            metrics = trainer.callback_metrics
-            if "val_acc" not in metrics:
-                return
-            entry = {"default": float(metrics["val_acc"])}
-            for key in ("val_bal_acc", "val_loss"):
-                if key in metrics:
-                    entry[key] = float(metrics[key])
-            self.history.append(entry)
-            nni.report_intermediate_result(entry)
-
-    return NniReporter()
+def _devices(args: argparse.Namespace) -> int | str:
+    return int(args.devices) if str(args.devices).isdigit() else args.devices
 
 
 def _trainer(args: argparse.Namespace, callbacks: list, **kwargs: Any):
     """NNI's traced Lightning Trainer with the trial's budget; no logger or checkpoints (trials are short)."""
     from nni.nas.evaluator.pytorch import Trainer
 
-    devices: Any = int(args.devices) if str(args.devices).isdigit() else args.devices
     return Trainer(
-        max_epochs=args.epochs, accelerator=args.accelerator, devices=devices, callbacks=callbacks,
+        max_epochs=args.epochs, accelerator=args.accelerator, devices=_devices(args), callbacks=callbacks,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, **kwargs,
     )
 
 
-def _final(history: list[dict[str, float]], **extra: Any) -> dict[str, Any]:
-    if not history:
-        raise TrialError("training produced no validation result (is the validation split empty?)")
-    final = dict(history[-1])
-    final.update(extra)
-    return final
+def _report_final(reporter: Any, **extra: Any) -> dict[str, Any]:
+    try:
+        return reporter.report_final(**extra)
+    except RuntimeError as error:
+        raise TrialError(str(error)) from error
 
 
 # -------------------------------------------------------------------------------------------- modes
@@ -259,7 +217,6 @@ def _space_config(args: argparse.Namespace, num_classes: int) -> dict[str, Any]:
 
 def run_arch(args: argparse.Namespace, params: dict[str, Any], output_dir: Path) -> dict[str, Any]:
     """Rebuild the tuner's architecture sample, train it, report validation accuracy and size."""
-    import nni
     import pytorch_lightning as pl
     from nni_covid3d.models import model_size_mb
     from nni_covid3d.search_spaces import ArchitectureError, choices_from_hpo, export_architecture, save_architecture
@@ -274,29 +231,27 @@ def run_arch(args: argparse.Namespace, params: dict[str, Any], output_dir: Path)
         raise TrialError(f"invalid architecture from the tuner: {error}") from error
 
     pl.seed_everything(args.seed, workers=True)
-    data = load_data(args, args.dataset)
-    if len(data["class_names"]) != arch["space"]["num_classes"]:
-        config["num_classes"] = len(data["class_names"])
+    data, _ = load_data(args, args.dataset)
+    if len(data.class_names) != arch["space"]["num_classes"]:
+        config["num_classes"] = len(data.class_names)
         arch = export_architecture(config, arch["choices"], metadata=arch.get("metadata"))
     save_architecture(arch, output_dir / "architecture.json")
-    reporter = _reporter_callback()
+    reporter = NniReporter(final_at_fit_end=False)
     # By name + architecture (get_model builds it), so NNI's tracing records plain arguments.
-    module = _reporting_classifier()(
-        "covidnet3d", class_names=data["class_names"], arch=arch, learning_rate=args.learning_rate,
-        max_epochs=args.epochs, preprocessing=data["preprocessing"].to_dict(),
+    module = CovidClassifier(
+        "covidnet3d", class_names=data.class_names, arch=arch, learning_rate=args.learning_rate,
+        max_epochs=args.epochs, preprocessing=data.preprocessing.to_dict(),
     )
     size_mb = model_size_mb(module.model)
     train, val = dataloaders(args, data)
     _trainer(args, [reporter]).fit(module, train, val)
-    final = _final(reporter.history, size_mb=round(size_mb, 4))
-    nni.report_final_result(final)
+    final = _report_final(reporter, size_mb=round(size_mb, 4))
     return {"mode": "arch", "params": params, "dataset": args.dataset, "final": final,
             "history": reporter.history, "architecture": "architecture.json"}
 
 
 def run_baseline(args: argparse.Namespace, params: dict[str, Any], output_dir: Path) -> dict[str, Any]:
     """Train ``params["model"]`` on ``params["dataset"]``; evaluate it once on the test patients."""
-    import nni
     import pytorch_lightning as pl
     from nni_covid3d.models import MIN_DEPTH, MODEL_NAMES
 
@@ -313,32 +268,31 @@ def run_baseline(args: argparse.Namespace, params: dict[str, Any], output_dir: P
         raise TrialError(f"{model_name} needs at least {MIN_DEPTH[model_name]} slices, --size gives {depth}")
 
     pl.seed_everything(args.seed, workers=True)
-    data = load_data(args, dataset)
-    reporter = _reporter_callback()
-    module = _reporting_classifier()(
-        model_name, class_names=data["class_names"], learning_rate=args.learning_rate, max_epochs=args.epochs,
-        preprocessing=data["preprocessing"].to_dict(),
+    data, test_scans = load_data(args, dataset)
+    reporter = NniReporter(final_at_fit_end=False)
+    module = CovidClassifier(
+        model_name, class_names=data.class_names, learning_rate=args.learning_rate, max_epochs=args.epochs,
+        preprocessing=data.preprocessing.to_dict(),
     )
     # Cost as `compare` measures it: params, MB, GFLOPs, CPU latency of one volume (1 thread).
     cost = measure_cost(module.model, (1, *args.size))
     train, val = dataloaders(args, data)
     trainer = _trainer(args, [reporter])
     trainer.fit(module, train, val)
-    test = evaluate_on_test(args, module, data)
-    final = _final(reporter.history, size_mb=round(cost["size_mb"], 4), params=int(cost["params"]),
-                   gflops=float(cost["gflops"]), latency_ms=float(cost["latency_ms"]), **test_summary(test))
-    nni.report_final_result(final)
+    test = evaluate_on_test(args, module, data, test_scans)
+    final = _report_final(reporter, size_mb=round(cost["size_mb"], 4), params=int(cost["params"]),
+                          gflops=float(cost["gflops"]), latency_ms=float(cost["latency_ms"]), **test_summary(test))
     return {"mode": "baseline", "params": params, "model": model_name, "dataset": dataset, "final": final,
-            "history": reporter.history, "test": test, "class_names": data["class_names"]}
+            "history": reporter.history, "test": test, "class_names": data.class_names}
 
 
-def evaluate_on_test(args: argparse.Namespace, module: Any, data: dict[str, Any]) -> dict[str, Any]:
+def evaluate_on_test(args: argparse.Namespace, module: Any, data: SearchData, test_scans: list[Any]) -> dict[str, Any]:
     """``nni_covid3d.metrics.classification_metrics`` of the trained module on the test scans (used once)."""
     import torch
     from nni_covid3d.data import make_dataset
     from nni_covid3d.metrics import classification_metrics
 
-    test_set = make_dataset(data["test_scans"], data["preprocessing"], train=False, cache_dir=None)
+    test_set = make_dataset(test_scans, data.preprocessing, train=False, cache_dir=None)
     loader = torch.utils.data.DataLoader(test_set, batch_size=args.batch_size, shuffle=False)
     module.eval()
     probs, labels = [], []
@@ -346,7 +300,7 @@ def evaluate_on_test(args: argparse.Namespace, module: Any, data: dict[str, Any]
         for batch in loader:
             probs.append(torch.softmax(module(batch["image"].to(module.device)), dim=1).cpu())
             labels.append(torch.as_tensor(batch["label"]))
-    return classification_metrics(torch.cat(labels).numpy(), torch.cat(probs).numpy(), data["class_names"])
+    return classification_metrics(torch.cat(labels).numpy(), torch.cat(probs).numpy(), data.class_names)
 
 
 def test_summary(metrics: dict[str, Any]) -> dict[str, float]:
@@ -363,57 +317,34 @@ def test_summary(metrics: dict[str, Any]) -> dict[str, float]:
 
 def run_dnas(args: argparse.Namespace, params: dict[str, Any], output_dir: Path) -> dict[str, Any]:
     """One GumbelDNAS search with the tuner's temperature schedule and architecture learning rate."""
-    import nni
-    import pytorch_lightning as pl
-    from nni.nas.execution import SequentialExecutionEngine
-    from nni.nas.evaluator.pytorch import Lightning
-    from nni.nas.space import RawFormatModelSpace
     from nni_covid3d.models import model_size_mb
-    from nni_covid3d.search_spaces import CovidNet3DSpace, build_model, export_architecture, save_architecture
-    from nni_covid3d.strategies import GumbelDNAS
+    from nni_covid3d.search import run_search
+    from nni_covid3d.search_spaces import build_model, save_architecture
 
     known = {"tau_init", "tau_final", "arc_learning_rate", "warmup_epochs", "learning_rate"}
     unknown = sorted(set(params) - known)
     if unknown:
         raise TrialError(f"unknown DNAS parameter(s) {unknown}; known: {sorted(known)}")
     tau_init = float(params.get("tau_init", 5.0))
-    tau_final = min(float(params.get("tau_final", 0.5)), tau_init)
+    options: dict[str, Any] = {"temperature": (tau_init, min(float(params.get("tau_final", 0.5)), tau_init)),
+                               "size_budget_mb": args.size_budget_mb}
+    options.update({key: cast(params[key]) for key, cast in (("arc_learning_rate", float), ("warmup_epochs", int))
+                    if key in params})
+    data, _ = load_data(args, args.dataset)
+    reporter = NniReporter(final_at_fit_end=False)
     try:
-        optional = {key: cast(params[key]) for key, cast in (("arc_learning_rate", float), ("warmup_epochs", int))
-                    if key in params}
-        strategy = GumbelDNAS(
-            **optional,
-            temperature=(tau_init, tau_final),
-            size_budget_mb=args.size_budget_mb,
-            seed=args.seed,
-            report_metric="trial-reports-instead",  # the trial reports, with the model size
+        result = run_search(
+            data,
+            _space_config(args, num_classes=len(data.class_names)), strategy="gumbel-dnas",
+            strategy_options=options, epochs=args.epochs, batch_size=args.batch_size,
+            learning_rate=float(params.get("learning_rate", args.learning_rate)), seed=args.seed,
+            accelerator=args.accelerator, devices=_devices(args), workers=args.num_workers, callbacks=[reporter],
+            metadata={"source": "GumbelDNAS nnictl trial", "params": params},
         )
     except ValueError as error:
         raise TrialError(f"invalid DNAS parameters {params}: {error}") from error
-
-    pl.seed_everything(args.seed, workers=True)
-    data = load_data(args, args.dataset)
-    config = _space_config(args, num_classes=len(data["class_names"]))
-    space = CovidNet3DSpace(**config)
-    space_config = space.config  # read before the strategy mutates the space in place
-    reporter = _reporter_callback()
-    module = _reporting_classifier()(
-        class_names=data["class_names"], learning_rate=float(params.get("learning_rate", args.learning_rate)),
-        max_epochs=args.epochs, preprocessing=data["preprocessing"].to_dict(), model_name="covidnet3d",
-    )
-    train, val = dataloaders(args, data)
-    evaluator = Lightning(module, _trainer(args, [reporter]), train_dataloaders=train, val_dataloaders=val)
-    # Run the supernet in this process (not through an engine, which would swap NNI's trial channel
-    # and divert the per-epoch reports away from the NNI manager).
-    supernet = strategy.initialize(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
-    supernet.execute()
-    best = next(strategy.list_models())
-    arch = export_architecture(space_config, best.sample,
-                               metadata={"source": "GumbelDNAS nnictl trial", "params": params})
-    save_architecture(arch, output_dir / "architecture.json")
-    size_mb = model_size_mb(build_model(arch))
-    final = _final(reporter.history, size_mb=round(size_mb, 4))
-    nni.report_final_result(final)
+    save_architecture(result.architecture, output_dir / "architecture.json")
+    final = _report_final(reporter, size_mb=round(model_size_mb(build_model(result.architecture)), 4))
     return {"mode": "dnas", "params": params, "dataset": args.dataset, "final": final,
             "history": reporter.history, "architecture": "architecture.json"}
 

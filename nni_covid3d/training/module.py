@@ -7,7 +7,9 @@ optimizer (plus its scheduler) — what NNI's one-shot strategies need under Lig
 logged as torchmetrics objects, so they are epoch-level values even when a one-shot wrapper calls
 ``training_step``/``validation_step`` directly (it does not forward ``on_validation_epoch_end``).
 
-Logged keys: ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``val_bal_acc``.
+Logged keys: ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``val_bal_acc``. The module
+does not report to NNI itself: :class:`nni_covid3d.nnictl.NniReporter` on the Trainer does (every
+path of this project adds it; add it to your own Trainer when you run this module under nnictl).
 """
 from __future__ import annotations
 
@@ -171,29 +173,6 @@ class CovidClassifier(LightningModule):
             raise ValueError("the cosine schedule needs max_epochs (set it here or on the Trainer)")
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(int(t_max), 1))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
-
-    # NNI reporting, as in NNI's SupervisedLearningModule: only inside an NNI trial.
-    def on_validation_epoch_end(self) -> None:
-        if nni.get_current_parameter() is not None and not self.trainer.sanity_checking:
-            result = self._nni_result()
-            if result is not None:
-                nni.report_intermediate_result(result)
-
-    def on_fit_end(self) -> None:
-        if nni.get_current_parameter() is not None:
-            result = self._nni_result()
-            if result is not None:
-                nni.report_final_result(result)
-
-    def _nni_result(self) -> dict[str, float] | None:
-        metrics = self.trainer.callback_metrics
-        stage = "val" if "val_acc" in metrics else "train"
-        if f"{stage}_acc" not in metrics:
-            return None
-        result = {"default": float(metrics[f"{stage}_acc"])}
-        if "val_bal_acc" in metrics:
-            result["val_bal_acc"] = float(metrics["val_bal_acc"])
-        return result
 
     # Checkpoints: our metadata in plain Python types, so ``torch.load(weights_only=True)`` reads it.
     def checkpoint_metadata(self) -> dict[str, Any]:

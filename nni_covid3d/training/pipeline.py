@@ -166,13 +166,16 @@ def fit_classifier(
 ) -> TrainResult:
     """Train ``classifier`` on ``train_dataset``, keeping the checkpoint best on ``val_dataset``.
 
-    Only the two given datasets are read. With ``resume``, training continues from
+    Only the two given datasets are read. Inside an NNI trial the validation results reach NNI
+    through an :class:`~nni_covid3d.nnictl.NniReporter` (added unless ``callbacks`` holds one). With ``resume``, training continues from
     ``out_dir/checkpoints/last.ckpt``; without it, an output folder that already holds checkpoints
     is refused (nothing is overwritten silently).
     """
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    from nni_covid3d.nnictl.reporter import NniReporter
 
     config = config or TrainConfig()
     out_dir = Path(out_dir)
@@ -210,7 +213,8 @@ def fit_classifier(
         accelerator=config.accelerator,
         devices=config.devices,
         logger=loggers,
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval="epoch"), *callbacks],
+        callbacks=[checkpoint, LearningRateMonitor(logging_interval="epoch"), *callbacks,
+                   *([] if any(isinstance(c, NniReporter) for c in callbacks) else [NniReporter()])],
         enable_progress_bar=config.progress,
         enable_model_summary=config.progress,
         log_every_n_steps=1,

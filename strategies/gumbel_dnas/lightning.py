@@ -14,7 +14,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 import nni.nas.strategy  # noqa: F401  (import first: importing the one-shot module first breaks NNI's strategy package)
 from nni.mutable import Sample
-from nni.nas.evaluator.pytorch.lightning import SupervisedLearningModule
 from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 
 from ..supermodules import Draw, GumbelSuperNetModule, gumbel_max_indices, hard_gumbel_draws, keep_batchnorm_stats
@@ -27,12 +26,6 @@ __all__ = ["GumbelDNASLightningModule"]
 #: 0, 1, ..., the weight path drawn from the logits uses the last.
 PHASES = 64
 WEIGHT_PHASE = PHASES - 1
-
-
-def _in_nni_trial() -> bool:
-    import nni
-
-    return nni.get_trial_id() != "STANDALONE" or nni.get_experiment_id() != "STANDALONE"
 
 
 def _all_reduce_mean(tensors: list[torch.Tensor]) -> None:
@@ -75,7 +68,6 @@ class GumbelDNASLightningModule(DartsLightningModule):
         self.register_buffer("temperature", torch.tensor(float(settings.temperature.init)))
         # Moving average of the architecture loss: the score-function baseline when one path is drawn.
         self.register_buffer("loss_baseline", torch.tensor(float("nan")))
-        self._last_reported: float | None = None
 
     # ----------------------------------------------------------------- choices and draws
     def gumbel_modules(self) -> list[GumbelSuperNetModule]:
@@ -302,33 +294,10 @@ class GumbelDNASLightningModule(DartsLightningModule):
         self.log_dict(metrics)
         return super().on_train_epoch_end()
 
-    def on_validation_epoch_end(self):
-        if self.trainer.sanity_checking:
-            return
-        value = self.trainer.callback_metrics.get(self.settings.report_metric)
-        if value is None:
-            return
-        self._last_reported = float(value)
-        if _in_nni_trial() and self.trainer.is_global_zero:
-            import nni
-
-            nni.report_intermediate_result(self._last_reported)
-
     def on_fit_end(self):
-        reported = False
-        if self.trainer.is_global_zero:
-            if self._last_reported is not None and _in_nni_trial():
-                import nni
-
-                nni.report_final_result(self._last_reported)
-                reported = True
-            if self.settings.export_path is not None:
-                self.settings.export_path.parent.mkdir(parents=True, exist_ok=True)
-                self.settings.export_path.write_text(json.dumps(self.export(), indent=2, default=str) + "\n")
-        # The evaluator's module may report a final result of its own in on_fit_end (NNI's
-        # SupervisedLearningModule does nothing else there): one final result per trial.
-        if reported or isinstance(self.training_module, SupervisedLearningModule):
-            return None
+        if self.trainer.is_global_zero and self.settings.export_path is not None:
+            self.settings.export_path.parent.mkdir(parents=True, exist_ok=True)
+            self.settings.export_path.write_text(json.dumps(self.export(), indent=2, default=str) + "\n")
         return self.training_module.on_fit_end()
 
     # ----------------------------------------------------------------- checkpoints

@@ -32,7 +32,6 @@ class SearchSettings:
     penalty_weight: float = 1.0
     seed: int = 0
     export_path: Path | None = None
-    report_metric: str = "val_acc"
 
     def __post_init__(self) -> None:
         if self.warmup_epochs is not None and self.warmup_epochs < 0:

@@ -72,9 +72,6 @@ class GumbelDNAS(DARTS):
     checkpoint_dir, resume_from
         Save a Lightning checkpoint every epoch under ``checkpoint_dir`` (``last.ckpt`` kept);
         resume from ``resume_from`` (a path, or ``"last"`` for ``checkpoint_dir/last.ckpt``).
-    report_metric
-        The logged validation metric reported to NNI (intermediate per epoch, final at the end)
-        when running inside an NNI trial.
     checkpoint_candidates
         Run each drawn ``LayerChoice`` candidate under activation checkpointing: its inner
         activations are recomputed in backward instead of stored. Cuts activation memory (for large
@@ -105,7 +102,6 @@ class GumbelDNAS(DARTS):
         export_path: str | Path | None = None,
         checkpoint_dir: str | Path | None = None,
         resume_from: str | Path | None = None,
-        report_metric: str = "val_acc",
         checkpoint_candidates: bool = False,
         **kwargs: Any,
     ):
@@ -117,7 +113,6 @@ class GumbelDNAS(DARTS):
             temperature=TemperatureSchedule.parse(temperature), arch_estimator=arch_estimator,
             arch_samples=arch_samples, weight_sampling=weight_sampling, size_budget_mb=size_budget_mb,
             flops_budget=flops_budget, penalty_weight=penalty_weight, seed=seed, export_path=export_path,
-            report_metric=report_metric,
         )
         if isinstance(arch_split, float) and not 0.0 < arch_split < 1.0:
             raise ValueError(f"arch_split fraction must lie in (0, 1), got {arch_split}")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nni_covid3d.nnictl_run import free_port, prepare_config
+from nni_covid3d.nnictl.run import free_port, prepare_config
 
 rewrite_config = prepare_config  # the configs' test copies are made the way users' runs are
 

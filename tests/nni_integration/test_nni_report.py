@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from nni_covid3d.nni_report import (
+from nni_covid3d.nnictl.records import (
     ExperimentNotFound,
     ExperimentRecord,
     TrialRecord,

@@ -37,7 +37,7 @@ def test_config_is_accepted_by_nni(path: Path, tmp_path: Path, monkeypatch: pyte
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_trial_command_parses_and_comments_say_how_to_go_real(path: Path) -> None:
-    from nni_covid3d.trial import build_parser
+    from nni_covid3d.nnictl.trial import build_parser
 
     text = path.read_text()
     command = shlex.split(yaml.safe_load(text)["trialCommand"])
@@ -64,7 +64,7 @@ def test_arch_search_space_file_is_the_committed_model_space() -> None:
 
 def test_baseline_grid_names_models_and_datasets_the_trial_knows() -> None:
     from nni_covid3d.models import MIN_DEPTH, MODEL_NAMES
-    from nni_covid3d.trial import DATASETS, build_parser
+    from nni_covid3d.nnictl.trial import DATASETS, build_parser
 
     config = load("baselines_grid.yml")
     assert config["tuner"]["name"] == "GridSearch"
@@ -88,7 +88,7 @@ def test_dnas_search_space_keeps_the_temperature_schedule_valid() -> None:
 def test_trial_without_parameters_or_with_bad_ones_fails_clearly(tmp_path: Path, capsys, monkeypatch) -> None:
     import nni.trial
 
-    from nni_covid3d.trial import main
+    from nni_covid3d.nnictl.trial import main
 
     # main() calls nni.get_next_parameter(), which sets NNI's module-level trial state: restore it.
     monkeypatch.setattr(nni.trial, "_params", nni.trial._params)

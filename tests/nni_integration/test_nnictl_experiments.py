@@ -131,15 +131,16 @@ def test_dnas_hpo_config_runs_through_run_config_and_stores_architectures(
     tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Through the package's launcher (what the demo uses) rather than the test harness.
-    from nni_covid3d.nni_report import load_experiment
-    from nni_covid3d.nnictl_run import rest_get, run_config
+    from nni_covid3d.nnictl.records import load_experiment
+    from nni_covid3d.nnictl.run import rest_get, run_config
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     # A shallower, narrower CovidNet3D space keeps the supernet small on CPU.
     space_config = tmp_path / "tiny_space.json"
     space_config.write_text(json.dumps({"preset": "S", "n_cells": [2, 2, 2, 1, 1, 1], "head_channels": 256}))
     experiment_id, trials = run_config(CONFIGS / "dnas_hpo.yml", tmp_path / "run", max_trials=2,
-                                       extra_trial_args=f"{TINY} --space-config {space_config}",
+                                       # 12 patients: the search holds out whole training patients
+                                       extra_trial_args=f"{TINY} --synthetic-patients 12 --space-config {space_config}",
                                        timeout=TRIAL_TIMEOUT * 2)
     registry = json.loads((tmp_path / "home" / "nni-experiments" / ".experiment").read_text())
     assert registry[experiment_id]["status"] == "STOPPED"

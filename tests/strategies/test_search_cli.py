@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nni_covid3d.cli import main
-from nni_covid3d.cli.search import STRATEGIES
+from nni_covid3d.search import STRATEGY_NAMES as SEARCH_STRATEGY_NAMES
 from nni_covid3d.search_spaces import build_model, load_architecture
 from nni_covid3d.strategies import STRATEGY_NAMES
 
@@ -42,5 +42,5 @@ def test_search_cli_bad_input(tmp_path, capsys):
     assert f"dataset root {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
 
 
-def test_cli_strategy_names_match_registry():
-    assert STRATEGIES == STRATEGY_NAMES
+def test_search_strategy_names_match_registry():
+    assert SEARCH_STRATEGY_NAMES == STRATEGY_NAMES
