@@ -109,10 +109,33 @@ def read_ccccii(root: Path, *, task: str | None, collector: ScanCollector) -> Da
                     )
 
                 collector.add(scan_dir, build)
+    lesions = _lesion_slices_of_scans(root, collector)
     index = collector.index("ccccii", root, CLASS_NAMES)
-    lesion_slices = read_lesion_slices(root)  # keyed <class>/<pid>/<sid>; re-keyed to Scan.key
-    if lesion_slices:
-        index.metadata["lesion_slices"] = {
-            s.key: lesion_slices[f"{s.label_name}/{s.key}"] for s in index.scans if f"{s.label_name}/{s.key}" in lesion_slices
-        }
+    if lesions is not None:
+        index.metadata["lesion_slices"] = lesions
     return index
+
+
+def _lesion_slices_of_scans(root: Path, collector: ScanCollector) -> dict[str, list[str]] | None:
+    """``lesions_slices.csv`` keyed by :attr:`Scan.key` for the collected scans (``None`` without the file).
+
+    Every slice it lists for a scan present must be one of that scan's files; scans absent from the
+    copy (e.g. left out of Clean-CC-CCII) are passed over.
+    """
+    lesion_slices = read_lesion_slices(root)  # keyed <class>/<pid>/<sid>
+    if not lesion_slices:
+        return None
+    csv_path = root / "lesions_slices.csv"
+    lesions = {}
+    for scan in collector.scans:
+        listed = lesion_slices.get(f"{scan.label_name}/{scan.key}")
+        if listed is None:
+            continue
+        present = {path.name for path in scan.paths}
+        missing = [name for name in listed if name not in present]
+        if missing:
+            problem = f"lists slice {scan.label_name}/{scan.key}/{missing[0]}, which that scan's folder does not hold"
+            collector.reject(csv_path, DataError(csv_path, problem))
+            continue
+        lesions[scan.key] = listed
+    return lesions

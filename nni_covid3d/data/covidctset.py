@@ -167,7 +167,12 @@ def _read_fold_csv(path: Path) -> list[tuple[str, int]]:
 
 
 def _read_folds(root: Path, collector: ScanCollector) -> DatasetIndex:
-    images = {p.name: p for p in root.rglob("*") if p.suffix.lower() in TIFF_SUFFIXES}
+    images: dict[str, Path] = {}
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            other = images.setdefault(path.name, path)
+            if other != path:
+                raise DataError(path, f"the same slice file name is also at {other}: the fold CSVs cannot tell them apart")
     labels: dict[str, tuple[int, Path]] = {}
     for csv_path in _fold_csvs(root):
         for name, label in _read_fold_csv(csv_path):
@@ -178,7 +183,7 @@ def _read_folds(root: Path, collector: ScanCollector) -> DatasetIndex:
     for name in labels:
         match = _FLAT.match(name)
         if match is None:
-            raise DataError(root / "CSV", f"file name {name!r} is not <group>_patient<N>_SR_<k>_IM<n>.tif")
+            raise DataError(labels[name][1], f"file name {name!r} is not <group>_patient<N>_SR_<k>_IM<n>.tif")
         scans[(f"{match['group']}/{match['patient']}", f"SR_{match['series']}")].append(name)
     for (patient, series), names in sorted(scans.items(), key=lambda kv: natural_key("_".join(kv[0]))):
         location = root / f"{patient.replace('/', '_')}_{series}"
@@ -186,7 +191,7 @@ def _read_folds(root: Path, collector: ScanCollector) -> DatasetIndex:
         def build(patient=patient, series=series, names=names) -> Scan:
             missing = [n for n in names if n not in images]
             if missing:
-                raise DataError(root / missing[0], "listed in the fold CSVs but not found under the root")
+                raise DataError(root / missing[0], f"listed in {labels[missing[0]][1].name} but not found under the root")
             label_set = {labels[n][0] for n in names}
             if len(label_set) != 1:
                 raise DataError(images[names[0]], f"slices of one scan have different classes {sorted(label_set)}")

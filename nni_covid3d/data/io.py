@@ -231,7 +231,7 @@ def check_slice_header(path: Path) -> tuple[int, int]:
         import tifffile
 
         try:
-            with tifffile.TiffFile(path) as tif:
+            with _tifffile_messages(path), tifffile.TiffFile(path) as tif:
                 shape, dtype = tif.pages[0].shape, tif.pages[0].dtype
         except Exception as error:  # tifffile raises several types for garbage input
             raise DataError(path, f"not a readable TIFF image ({describe_error(error)})") from None
@@ -278,18 +278,16 @@ def check_slice_headers(paths: Sequence[Path]) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def _nibabel_messages() -> Iterator[list[str]]:
-    """Collect the header problems nibabel logs (and silently fixes) while loading, instead of letting
-    it print them without naming the file."""
-    from nibabel import imageglobals
-
+def _logged_messages(logger: logging.Logger) -> Iterator[list[str]]:
+    """Collect what a library logs (warnings and worse) while reading a file, instead of letting it
+    print messages that do not name the file; the caller reports them with the file's name."""
     messages: list[str] = []
 
     class _Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             messages.append(record.getMessage())
 
-    logger, handler = imageglobals.logger, _Collect(level=logging.WARNING)
+    handler = _Collect(level=logging.WARNING)
     saved, propagate = list(logger.handlers), logger.propagate
     for old in saved:
         logger.removeHandler(old)
@@ -302,6 +300,27 @@ def _nibabel_messages() -> Iterator[list[str]]:
         for old in saved:
             logger.addHandler(old)
         logger.propagate = propagate
+
+
+def _nibabel_messages() -> contextlib.AbstractContextManager[list[str]]:
+    """Header problems nibabel logs (and silently fixes) while loading."""
+    from nibabel import imageglobals
+
+    return _logged_messages(imageglobals.logger)
+
+
+def _warn_logged(path: Path, messages: Sequence[str], what: str, stacklevel: int = 3) -> None:
+    for message in dict.fromkeys(messages):
+        warnings.warn(f"{path}: {what}: {message}", stacklevel=stacklevel)
+
+
+@contextlib.contextmanager
+def _tifffile_messages(path: Path) -> Iterator[None]:
+    """Problems tifffile logs while reading a slice it can still decode become warnings naming the file
+    (when it cannot decode it, the error raised names the file)."""
+    with _logged_messages(logging.getLogger("tifffile")) as messages:
+        yield
+    _warn_logged(path, messages, "TIFF problem", stacklevel=5)
 
 
 def nifti_geometry(path: Path) -> tuple[tuple[float, float, float], tuple[int, int, int]]:
@@ -318,7 +337,7 @@ def nifti_geometry(path: Path) -> tuple[tuple[float, float, float], tuple[int, i
     for message in messages:
         if "pixdim" in message:  # nibabel would replace a zero or negative voxel size by a guess
             raise DataError(path, f"bad NIfTI header: {message.split(';')[0]} (voxel sizes must be positive)")
-        warnings.warn(f"{path}: NIfTI header problem, fixed on reading: {message}", stacklevel=2)
+    _warn_logged(path, messages, "NIfTI header problem, fixed on reading")
     shape = image.shape
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
@@ -352,7 +371,8 @@ def read_slice(path: Path) -> np.ndarray:
         if suffix in TIFF_SUFFIXES:
             import tifffile
 
-            raw = tifffile.imread(path)
+            with _tifffile_messages(path):
+                raw = tifffile.imread(path)
             if raw.ndim != 2:
                 raise DataError(path, f"expected a 2D grayscale slice, got shape {raw.shape}")
             _check_tiff_dtype(path, raw.dtype)

@@ -58,7 +58,7 @@ def _check_metadata(path: Path, meta: Mapping[str, Any]) -> None:
     """The metadata a model is rebuilt from: present and of the right types."""
     for key, kind in _META_TYPES.items():
         if not isinstance(meta.get(key), kind):
-            raise CheckpointError(f"{path}: damaged checkpoint metadata: {key!r} is missing or not a {kind.__name__}")
+            raise CheckpointError(f"{path}: damaged checkpoint metadata: {key!r} is missing or not of type {kind.__name__}")
     if len(meta["class_names"]) != meta["num_classes"]:
         raise CheckpointError(
             f"{path}: damaged checkpoint metadata: {len(meta['class_names'])} class names for {meta['num_classes']} classes"
@@ -84,9 +84,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types on foreign files (UnpicklingError, struct.error, ...)
-        raise CheckpointError(
-            f"{path} is not a checkpoint readable with torch.load(weights_only=True): {describe_error(error)}"
-        ) from None
+        with open(path, "rb") as handle:
+            zipped = handle.read(4) == b"PK\x03\x04"
+        what = ": a damaged or cut checkpoint archive, not" if zipped else " is not a checkpoint"
+        raise CheckpointError(f"{path}{what} readable with torch.load(weights_only=True): {describe_error(error)}") from None
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint or "state_dict" not in checkpoint:
         raise CheckpointError(
             f"{path} is not an nni-covid3d checkpoint (no {CHECKPOINT_KEY!r} metadata); "
