@@ -89,18 +89,15 @@ def _percent(value: float | None) -> float | None:
 
 def result_row(dataset: str, model_title: str, metrics: Mapping[str, Any], cost: Mapping[str, Any]) -> dict[str, Any]:
     """One table row of ours from test metrics (``classification_metrics``) and :func:`measure_cost`."""
-    covid = metrics.get("covid_vs_rest") or metrics["macro"]
+    from nni_covid3d.metrics import headline_scores
+
+    scores = headline_scores(metrics)
     return {
         "dataset": DATASET_TITLES.get(dataset, dataset),
         "model": model_title,
         "source": "ours",
         **{key: cost.get(key) for key in ("params", "size_mb", "gflops", "latency_ms")},
-        "accuracy": _percent(metrics["accuracy"]),
-        "balanced_accuracy": _percent(metrics["balanced_accuracy"]),
-        "precision": _percent(covid["precision"]),
-        "sensitivity": _percent(covid["recall"]),
-        "f1": _percent(covid["f1"]),
-        "auc": covid["auc"],
+        **{key: value if key == "auc" else _percent(value) for key, value in scores.items()},
     }
 
 

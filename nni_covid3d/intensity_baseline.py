@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from nni_covid3d.data import Preprocessing, Scan
 
 __all__ = ["FEATURES", "HISTOGRAM_BINS", "PERCENTILES", "CrossValidation", "cross_validate", "dataset_features",
-           "intensity_features"]
+           "fit_intensity_classifier", "intensity_features"]
 
 HISTOGRAM_BINS = 64
 PERCENTILES = (5, 25, 50, 75, 95)
@@ -63,15 +63,23 @@ class CrossValidation:
         return float(np.mean(self.fold_accuracy))
 
 
+def fit_intensity_classifier(features: np.ndarray, labels: Sequence[int], *, l2: float = 1.0):
+    """A fitted scikit-learn pipeline: standardised features, multinomial logistic regression (L2 strength
+    ``1 / l2``); ``predict_proba(features [N, FEATURES]) -> [N, K]``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0 / l2, max_iter=2000))
+    return model.fit(np.asarray(features, dtype=np.float64), np.asarray(labels))
+
+
 def cross_validate(features: np.ndarray, labels: Sequence[int], groups: Sequence[str], *, folds: int = 5,
                    seed: int = 0, l2: float = 1.0) -> CrossValidation:
     """Multinomial logistic regression (standardised features, L2 strength ``1 / l2``) scored by
     ``folds``-fold cross-validation in which no patient (``groups``) is on both sides of a fold."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.model_selection import StratifiedGroupKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     x, y, g = np.asarray(features, dtype=np.float64), np.asarray(labels), np.asarray(groups)
     if not len(x) == len(y) == len(g):
@@ -82,8 +90,7 @@ def cross_validate(features: np.ndarray, labels: Sequence[int], groups: Sequence
     accuracies = []
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     for train, test in splitter.split(x, y, g):
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0 / l2, max_iter=2000))
-        model.fit(x[train], y[train])
+        model = fit_intensity_classifier(x[train], y[train], l2=l2)
         predicted[test] = model.predict(x[test])
         accuracies.append(float((predicted[test] == y[test]).mean()))
     majority = float(np.bincount(y).max() / len(y))

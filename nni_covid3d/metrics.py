@@ -18,6 +18,7 @@ __all__ = [
     "COVID_NAMES",
     "covid_class_index",
     "classification_metrics",
+    "headline_scores",
     "save_metrics",
     "plot_roc",
     "plot_confusion_matrix",
@@ -141,6 +142,14 @@ def classification_metrics(
         "covid_vs_rest": covid,
         "confusion_matrix": skm.confusion_matrix(y, pred, labels=list(range(k))).tolist(),
     }
+
+
+def headline_scores(metrics: Mapping[str, Any]) -> dict[str, float | None]:
+    """The scores a comparison reports, from :func:`classification_metrics`: accuracy, balanced accuracy,
+    and COVID-vs-rest precision / sensitivity / F1 / AUC (macro averages when no class is COVID)."""
+    covid = metrics.get("covid_vs_rest") or metrics["macro"]
+    return {"accuracy": metrics["accuracy"], "balanced_accuracy": metrics["balanced_accuracy"],
+            "precision": covid["precision"], "sensitivity": covid["recall"], "f1": covid["f1"], "auc": covid["auc"]}
 
 
 def save_metrics(metrics: Mapping[str, Any], path: str | Path) -> Path:

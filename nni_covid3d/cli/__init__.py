@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nni_covid3d.cli.predict",
     "nni_covid3d.cli.cam",
     "nni_covid3d.cli.search",
+    "nni_covid3d.cli.benchmark",
 )
 
 

@@ -304,15 +304,10 @@ def evaluate_on_test(args: argparse.Namespace, module: Any, data: SearchData, te
 
 
 def test_summary(metrics: dict[str, Any]) -> dict[str, float]:
-    """The scalar test scores reported to NNI, read as ``nni-covid3d compare`` reads them: accuracy,
-    balanced accuracy, and COVID-vs-rest precision / sensitivity / F1 / AUC (macro without a COVID class)."""
-    covid = metrics.get("covid_vs_rest") or metrics["macro"]
-    summary = {
-        "test_accuracy": metrics["accuracy"], "test_balanced_accuracy": metrics["balanced_accuracy"],
-        "test_precision": covid["precision"], "test_sensitivity": covid["recall"], "test_f1": covid["f1"],
-        "test_auc": covid["auc"],
-    }
-    return {key: float(value) for key, value in summary.items() if value is not None}
+    """The scalar test scores reported to NNI (``nni_covid3d.metrics.headline_scores``, ``test_`` prefixed)."""
+    from nni_covid3d.metrics import headline_scores
+
+    return {f"test_{key}": float(value) for key, value in headline_scores(metrics).items() if value is not None}
 
 
 def run_dnas(args: argparse.Namespace, params: dict[str, Any], output_dir: Path) -> dict[str, Any]:
