@@ -81,9 +81,10 @@ def require_regular_file(path: Path) -> Path:
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """A release CSV file as (column names, rows); a byte-order mark is ignored.
+    """A release CSV file as (column names, rows); a byte-order mark and blank lines are ignored.
 
-    A file that is not UTF-8 text or not a readable CSV raises :class:`DataError` naming it.
+    A file that is not UTF-8 text, not a readable CSV, or has a row with more or fewer fields than
+    its header (a cut or damaged file) raises :class:`DataError` naming it.
     """
     import csv
     import io
@@ -102,9 +103,9 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     if not table:
         raise DataError(path, "empty CSV file (no header row)")
     fields, rows = table[0], []
-    for line, row in enumerate(table[1:], start=2):
+    for number, row in enumerate(table[1:], start=2):  # the header is row 1
         if len(row) != len(fields):
-            raise DataError(path, f"row {line} has {len(row)} field(s) where the header has {len(fields)} (a cut or damaged file?)")
+            raise DataError(path, f"row {number} has {len(row)} field(s) where the header has {len(fields)} (a cut or damaged file?)")
         rows.append(dict(zip(fields, row)))
     return fields, rows
 

@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
+import shutil
+import struct
+import zipfile
 
 import nibabel as nib
 import numpy as np
@@ -14,6 +19,7 @@ from nni_covid3d.cli import main
 from nni_covid3d.data import DataError
 from nni_covid3d.data.synthetic import save_axial_nifti, write_dicom_series
 from nni_covid3d.predict import Predictor, load_input
+from nni_covid3d.training import CheckpointError, load_model
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +152,41 @@ def test_foreign_checkpoints_are_refused(tmp_path, volume, capsys):
         assert main(["predict", "--ckpt", str(ckpt), str(scan)]) == 1
         err = capsys.readouterr().err
         assert str(ckpt) in err and "checkpoint" in err and "Traceback" not in err
+
+
+def test_dicom_slice_that_is_a_symlink_loop_is_one_line_naming_it(tiny_ckpt, volume, tmp_path, capsys):
+    series = write_dicom_series(tmp_path / "dicom", volume[:4], (5.0, 0.8, 0.8))
+    loop = series / "IM0002.dcm"
+    loop.unlink()
+    os.symlink(loop.name, loop)
+    assert main(["predict", "--ckpt", str(tiny_ckpt), str(series)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"nni-covid3d predict: error: {loop}: symbolic link loop (the link never reaches a file)\n"
+
+
+def _flip_weight_byte(path):
+    """Flip one byte inside a tensor record of a zip-format checkpoint (torch.load itself would not notice)."""
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        member = max((m for m in archive.infolist() if "/data/" in m.filename), key=lambda m: m.file_size)
+    name_length, extra_length = struct.unpack_from("<HH", raw, member.header_offset + 26)
+    raw[member.header_offset + 30 + name_length + extra_length + member.file_size // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "damaged or cut checkpoint archive"),
+    (_flip_weight_byte, r"damaged checkpoint: its record .*/data/\d+ fails the archive's CRC check"),
+])
+def test_damaged_checkpoint_is_named(tiny_ckpt, volume, tmp_path, capsys, damage, problem):
+    scan = tmp_path / "scan.nii.gz"
+    save_axial_nifti(scan, volume, (5.0, 0.8, 0.8))
+    for suffix in (".ckpt", ".pt"):
+        ckpt = tmp_path / f"damaged{suffix}"
+        shutil.copy(tiny_ckpt, ckpt)
+        damage(ckpt)
+        assert main(["predict", "--ckpt", str(ckpt), str(scan)]) == 1
+        err = capsys.readouterr().err
+        assert re.search(problem, err) and str(ckpt) in err and "Traceback" not in err
+        with pytest.raises(CheckpointError, match=problem):
+            load_model(ckpt)

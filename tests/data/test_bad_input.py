@@ -1,6 +1,7 @@
 """Bad input: a clear error naming the file and the problem; ``skip_bad`` lists every skipped scan."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -199,3 +200,61 @@ def test_tiff_slice_of_another_sample_type_is_named(covidctset_root, tmp_path, d
     with pytest.raises(DataError, match="expected a 16-bit integer TIFF slice") as error:
         load_dataset("covidctset", root)
     assert error.value.path == slice_path
+
+
+def test_covidctset_listed_patient_without_folder_is_reported(covidctset_root, tmp_path):
+    root = tmp_path / "ct"
+    shutil.copytree(covidctset_root, root)
+    patient = sorted(root.glob("*/patient*"))[0]
+    shutil.rmtree(patient)
+    details = root / "Patient_details.csv"
+    with pytest.raises(DataError, match=f"lists {patient.parent.name}/{patient.name}, but there is no patient folder") as error:
+        load_dataset("covidctset", root)
+    assert error.value.path == details
+    index = load_dataset("covidctset", root, skip_bad=True)
+    assert [s.path for s in index.skipped] == [details] and f"{patient.name}" in index.summary()
+
+
+def test_lesion_slice_missing_from_its_scan_is_reported(cc):
+    path = cc / "lesions_slices.csv"
+    rows = path.read_text().splitlines()
+    rows[1] = rows[1][:-len(".png")] + "9.png"  # a slice name the scan folder does not hold
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match="lists slice .* which that scan's folder does not hold") as error:
+        load_dataset("ccccii", cc)
+    assert error.value.path == path
+
+
+@pytest.mark.parametrize("layout, relative", [("ccccii", "unzip_filenames.csv"), ("covidctset", "Patient_details.csv")])
+def test_cut_release_csv_is_named(layout, relative, request, tmp_path):
+    root = tmp_path / layout
+    shutil.copytree(request.getfixturevalue(f"{layout}_root"), root)
+    path = root / relative
+    path.write_text(path.read_text()[:-6])  # a download cut inside the last row
+    with pytest.raises(DataError, match=r"row \d+ has \d field\(s\) where the header has \d") as error:
+        load_dataset(layout, root)
+    assert error.value.path == path
+
+
+@pytest.mark.parametrize("kind", ["symlink_loop", "fifo"])
+def test_slice_that_is_not_a_regular_file_is_named(covidctset_root, tmp_path, kind):
+    root = tmp_path / "ct"
+    shutil.copytree(covidctset_root, root)
+    bad = sorted(root.rglob("*.tif"))[2]
+    bad.unlink()
+    if kind == "symlink_loop":
+        os.symlink(bad.name, bad)
+    else:
+        os.mkfifo(bad)  # opening a pipe would block a reader for ever
+    with pytest.raises(DataError, match="symbolic link loop" if kind == "symlink_loop" else "not a regular file") as error:
+        load_dataset("covidctset", root, check="none")
+    assert error.value.path == bad
+
+
+def test_slice_whose_content_is_another_format_is_named(cc):
+    scan_dir = next(d for d in _scan_dirs(cc, "NCP") if _first_slice(d).suffix == ".png")
+    bad = _first_slice(scan_dir)
+    Image.new("L", (48, 48)).save(bad, format="JPEG")
+    with pytest.raises(DataError, match="file holds a JPEG image, not PNG as its extension says") as error:
+        load_dataset("ccccii", cc)
+    assert error.value.path == bad

@@ -1,10 +1,18 @@
 """Single scans for prediction and orientation: NIfTI (any axis encoding), DICOM series, slice folders."""
 from __future__ import annotations
 
+import gzip
+import io
+import os
+import shutil
+import struct
+
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import torch
+from PIL import Image
 
 from nni_covid3d.data import DataError, Preprocessing, load_single_scan, preprocess_single, read_scan
 from nni_covid3d.data.phantom import make_phantom, random_anatomy
@@ -70,3 +78,94 @@ def test_single_scan_errors(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(DataError, match="notes.txt.*unsupported scan file"):
         load_single_scan(tmp_path / "notes.txt")
+
+
+# ------------------------------------------------------------------ hostile single scans name the file
+@pytest.fixture
+def dicom_folder(phantom, tmp_path):
+    return write_dicom_series(tmp_path / "dicom", phantom.volume[:5], phantom.spacing)
+
+
+def _png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"", "not a readable DICOM file"),
+    (bytes(range(256)) * 3, "not a readable DICOM file"),
+    (b"patient notes\n", "not a readable DICOM file"),
+    (_png_bytes(), "not a readable DICOM file"),
+])
+def test_dicom_slice_that_is_not_dicom_is_named_not_skipped(dicom_folder, content, problem):
+    bad = dicom_folder / "IM0003.dcm"
+    bad.write_bytes(content)
+    for read in (load_single_scan, lambda folder: read_scan([folder])):
+        with pytest.raises(DataError, match=problem) as error:
+            read(dicom_folder)
+        assert error.value.path == bad
+
+
+def test_cut_dicom_slice_is_named(dicom_folder):
+    bad = dicom_folder / "IM0004.dcm"
+    bad.write_bytes(bad.read_bytes()[:-200])
+    scan = load_single_scan(dicom_folder)  # the header is intact
+    with pytest.raises(DataError, match="DICOM pixel data is cut short") as error:
+        read_scan(scan.paths)
+    assert error.value.path == bad
+
+
+def test_dicom_slice_of_another_size_is_named(dicom_folder):
+    bad = dicom_folder / "IM0002.dcm"
+    ds = pydicom.dcmread(str(bad))
+    ds.Rows = 20
+    ds.PixelData = np.zeros((20, ds.Columns), dtype=np.uint16).tobytes()
+    ds.save_as(str(bad))
+    for read in (load_single_scan, lambda folder: read_scan([folder])):
+        with pytest.raises(DataError, match=r"slice size 20x40 differs from 40x40 of IM0001\.dcm") as error:
+            read(dicom_folder)
+        assert error.value.path == bad
+
+
+def test_two_dicom_series_in_one_folder_are_refused(phantom, dicom_folder, tmp_path):
+    other = write_dicom_series(tmp_path / "other", phantom.volume[:2], phantom.spacing)
+    stray = dicom_folder / "IM0009.dcm"
+    shutil.copy(other / "IM0001.dcm", stray)
+    for read in (load_single_scan, lambda folder: read_scan([folder])):  # not stacked into one volume
+        with pytest.raises(DataError, match="belongs to another DICOM series than IM0001.dcm") as error:
+            read(dicom_folder)
+        assert error.value.path == stray
+
+
+@pytest.mark.parametrize("kind", ["dicom", "png"])
+def test_slice_that_is_a_symlink_loop_is_named_not_skipped(dicom_folder, ccccii_root, tmp_path, kind):
+    if kind == "dicom":
+        folder = dicom_folder
+    else:
+        folder = tmp_path / "pngs"
+        shutil.copytree(next(p for p in ccccii_root.glob("*/*/*") if p.is_dir()), folder)
+    loop = sorted(folder.iterdir())[1]
+    loop.unlink()
+    os.symlink(loop.name, loop)
+    with pytest.raises(DataError, match="symbolic link loop") as error:
+        load_single_scan(folder)
+    assert error.value.path == loop
+
+
+@pytest.mark.parametrize("index, value, problem", [
+    (1, 0.0, "pixdim.* should be non-zero"),
+    (3, -2.0, "pixdim.* should be positive"),
+    (2, float("nan"), "voxel sizes .* must be positive"),
+])
+def test_nifti_voxel_size_must_be_positive(phantom, tmp_path, capfd, index, value, problem):
+    path = tmp_path / "scan.nii.gz"
+    save_axial_nifti(path, phantom.volume, phantom.spacing)
+    header = bytearray(gzip.decompress(path.read_bytes()))
+    struct.pack_into("<f", header, 76 + 4 * index, value)  # pixdim[index]: nibabel would "fix" it on writing
+    path.write_bytes(gzip.compress(bytes(header)))
+    for read in (load_single_scan, lambda p: read_scan([p])):
+        with pytest.raises(DataError, match=f"bad NIfTI header: {problem}") as error:
+            read(path)
+        assert error.value.path == path
+    assert capfd.readouterr().err == ""  # no message from nibabel that names no file
