@@ -240,10 +240,6 @@ class CovidNet3DSpace(ModelSpace):
         """The constructor arguments, normalised (JSON types, resolved widths)."""
         return dict(self._config)
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "CovidNet3DSpace":
-        return cls(**normalize_config(config))
-
     def shape_changing_labels(self) -> list[str]:
         """Labels whose candidates produce different output shapes (weighted-sum strategies cannot mix them)."""
         return shape_changing_labels(self._config)

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from nni_covid3d.cli import UserError
+from nni_covid3d.data import DATASETS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     defaults = BenchmarkSettings  # class attributes: the defaults, without importing torch for --help
     p = subparsers.add_parser("benchmark", help="searched vs size-matched random architectures vs NNI strategies vs "
                                                 "baselines vs an intensity-histogram control, with bootstrap intervals")
-    p.add_argument("--dataset", required=True, choices=("ccccii", "mosmed", "covidctset"))
+    p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument("--root", type=Path, required=True, help="dataset root in its public layout")
     p.add_argument("--task", help="MosMedData task: binary (default) or severity")
     p.add_argument("--out", type=Path, required=True, help="output folder (reused to resume)")

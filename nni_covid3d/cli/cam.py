@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nni_covid3d.data import DATASETS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -18,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--ckpt", "--model", dest="ckpt", type=Path, required=True, help="nni-covid3d checkpoint (.ckpt)")
-    parser.add_argument("--dataset", choices=("ccccii", "mosmed", "covidctset"), help="dataset name (default: the checkpoint's)")
+    parser.add_argument("--dataset", choices=DATASETS, help="dataset name (default: the checkpoint's)")
     parser.add_argument("--root", type=Path, help="dataset root (default: the checkpoint's)")
     parser.add_argument("--task", default=None, help="dataset task, e.g. mosmed 'binary' or 'severity' (default: the checkpoint's)")
     parser.add_argument("--split-file", type=Path, help="split JSON (default: the checkpoint's)")
@@ -54,7 +56,6 @@ def select_scans(args: argparse.Namespace, meta: dict) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
 
     from nni_covid3d.explain.cam import OCCLUSION_BOX
     from nni_covid3d.explain.pipeline import score_cams

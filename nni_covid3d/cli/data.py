@@ -11,11 +11,12 @@ import argparse
 import json
 from pathlib import Path
 
-DATASET_CHOICES = ("ccccii", "mosmed", "covidctset")
+from nni_covid3d.data import DATASETS
+
 
 
 def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, choices=DATASET_CHOICES, help="dataset layout")
+    parser.add_argument("--dataset", required=True, choices=DATASETS, help="dataset layout")
     parser.add_argument("--root", required=True, type=Path, help="dataset root folder")
     parser.add_argument("--task", choices=("binary", "severity"), default=None, help="mosmed labels (default binary)")
     parser.add_argument(

@@ -11,7 +11,6 @@ per epoch in ``OUT/checkpoints`` (``--resume`` continues from ``last.ckpt``).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from nni_covid3d.cli import UserError
 from nni_covid3d.cli.train import add_dataset_arguments

@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 
 from nni_covid3d.cli import UserError
+from nni_covid3d.data import DATASETS
 
 _MODELS = ("covidnet3d", "resnet3d101", "densenet3d121", "mc3_18")
-_DATASETS = ("ccccii", "mosmed", "covidctset")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(func=run_evaluate)
 
     compare = subparsers.add_parser("compare", help="train and test several models on several datasets; one table")
-    compare.add_argument("--datasets", nargs="+", required=True, choices=_DATASETS)
+    compare.add_argument("--datasets", nargs="+", required=True, choices=DATASETS)
     compare.add_argument("--root", action="append", required=True, metavar="[DATASET=]DIR",
                          help="dataset root; repeat as DATASET=DIR for several datasets")
     compare.add_argument("--models", nargs="+", default=list(_MODELS), choices=_MODELS)
@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     """The dataset, split, cache and output options shared by ``train``, ``retrain`` and ``search``."""
-    parser.add_argument("--dataset", required=True, choices=_DATASETS)
+    parser.add_argument("--dataset", required=True, choices=DATASETS)
     parser.add_argument("--root", type=Path, required=True, help="dataset root in its public layout")
     parser.add_argument("--task", help="MosMedData task: binary (default) or severity")
     parser.add_argument("--split-file", type=Path, help="reuse a split (ours or the paper's JSON format)")
@@ -174,7 +174,7 @@ def _keyed(values: list[str], datasets: list[str], what: str) -> dict[str, str]:
     mapping: dict[str, str] = {}
     for value in values:
         key, sep, path = value.partition("=")
-        if sep and key in _DATASETS:
+        if sep and key in DATASETS:
             mapping[key] = path
         elif len(values) == 1:
             mapping["*"] = value

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 __all__ = [
-    "free_port", "prepare_config", "nnictl_create", "wait_until_done", "nnictl_stop", "run_config", "run_arch_search_demo",
+    "free_port", "prepare_config", "nnictl_create", "wait_until_done", "nnictl_stop", "run_config"
 ]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -150,29 +150,3 @@ def run_config(
     finally:
         nnictl_stop(experiment_id)
     return experiment_id, trials
-
-
-def run_arch_search_demo(out_dir: Path, *, max_trials: int = 2, port: int | None = None) -> dict[str, Any]:
-    """A short ``examples/nnictl/arch_search.yml`` run on synthetic data, all under ``out_dir``.
-
-    Runs ``max_trials`` TPE trials (1 epoch, 8x32x32 inputs), then writes ``best_arch.json`` (the best
-    trial's architecture) and ``trials.md`` (one row per trial). Returns the experiment id, the trials'
-    final results and both paths. Needs the repository checkout (the configs live in ``examples/``).
-    """
-    from nni_covid3d.nnictl.records import TRIAL_COLUMNS, best_architecture, format_table, load_experiment, trial_rows
-    from nni_covid3d.search_spaces import save_architecture
-
-    config = Path(__file__).resolve().parents[1] / "examples" / "nnictl" / "arch_search.yml"
-    if not config.is_file():
-        raise FileNotFoundError(f"{config} not found: the demo runs from a checkout of the repository")
-    out_dir = Path(out_dir)
-    tiny = f"--epochs 1 --size 8 32 32 --synthetic-patients 9 --cache-dir {shlex.quote(str(out_dir / 'cache'))}"
-    experiment_id, _ = run_config(config, out_dir, max_trials=max_trials, extra_trial_args=tiny, port=port,
-                                  overrides={"trialConcurrency": 1})
-    record = load_experiment(experiment_id, out_dir / "nni-experiments")
-    trial, arch = best_architecture(record)
-    arch_path = save_architecture(arch, out_dir / "best_arch.json")
-    table = out_dir / "trials.md"
-    table.write_text(format_table(trial_rows(record), "md", TRIAL_COLUMNS))
-    return {"experiment": experiment_id, "best_trial": trial.id, "architecture": arch_path, "table": table,
-            "finals": {t.id: t.final for t in record.trials}}

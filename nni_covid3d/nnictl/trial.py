@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import nni_covid3d  # noqa: F401  (filters NNI's known import warnings)
+from nni_covid3d.data import DATASETS
 from nni_covid3d.nnictl.reporter import NniReporter
 from nni_covid3d.search import SearchData
 from nni_covid3d.training import CovidClassifier
@@ -42,7 +43,6 @@ from nni_covid3d.training import CovidClassifier
 __all__ = ["main", "build_parser", "TrialError", "ensure_synthetic_data", "DEFAULT_CACHE_DIR"]
 
 DEFAULT_CACHE_DIR = Path("~/.cache/nni-covid3d")
-DATASETS = ("ccccii", "mosmed", "covidctset")
 
 
 class TrialError(Exception):

@@ -155,11 +155,6 @@ class CovidClassifier(LightningModule):
         self.log("val_acc", self.val_acc, prog_bar=True, on_epoch=True, batch_size=batch_size)
         self.log("val_bal_acc", self.val_bal_acc, on_epoch=True, batch_size=batch_size)
 
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        """Softmax probabilities ``FloatTensor[B, num_classes]`` and labels ``LongTensor[B]``."""
-        x, y = unpack_batch(batch)
-        return {"probs": torch.softmax(self(x), dim=1), "label": y}
-
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.Adam(
             self.parameters(), lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay
