@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from nni_covid3d.data.io import PNG_SUFFIXES, read_csv
-from nni_covid3d.data.readers import MASK_FOLDER, ScanCollector, visible_children
+from nni_covid3d.data.collect import MASK_FOLDER, ScanCollector, visible_children
 from nni_covid3d.data.records import DataError, DatasetIndex, Scan, natural_key
 from nni_covid3d.data.single import scan_folder_files
 

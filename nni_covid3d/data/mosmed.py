@@ -12,7 +12,7 @@ from pathlib import Path
 
 from nni_covid3d.data.classes import class_names_for
 from nni_covid3d.data.io import describe_error, is_nifti, require_regular_file
-from nni_covid3d.data.readers import ScanCollector, visible_children
+from nni_covid3d.data.collect import ScanCollector, visible_children
 from nni_covid3d.data.records import DataError, DatasetIndex, Scan, natural_key
 
 __all__ = ["read_mosmed", "CATEGORIES"]

@@ -1,6 +1,6 @@
 """Training and evaluation: the Lightning module (also NNI's evaluator), checkpoints, pipelines."""
-from nni_covid3d.training.checkpoint import CheckpointError, load_classifier, load_model, read_checkpoint
-from nni_covid3d.training.module import CovidClassifier, unpack_batch
+from nni_covid3d.training.checkpoint import CheckpointError, load_model, read_checkpoint
+from nni_covid3d.training.module import CovidClassifier, load_classifier, unpack_batch
 
 __all__ = [
     "CovidClassifier",

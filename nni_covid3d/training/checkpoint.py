@@ -16,10 +16,11 @@ from torch import nn
 
 from nni_covid3d.data.io import describe_error, require_regular_file
 from nni_covid3d.data.records import DataError
-from nni_covid3d.training.module import CHECKPOINT_KEY, CovidClassifier
 
-__all__ = ["FORMAT_VERSION", "CheckpointError", "plain", "read_checkpoint", "load_classifier", "load_model"]
+__all__ = ["CHECKPOINT_KEY", "FORMAT_VERSION", "CheckpointError", "plain", "read_checkpoint", "load_model"]
 
+#: Key of our metadata inside a Lightning checkpoint.
+CHECKPOINT_KEY = "nni_covid3d"
 FORMAT_VERSION = 1
 _MODEL_PREFIX = "_model."
 #: Metadata every checkpoint carries, with its type.
@@ -127,25 +128,3 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     except (RuntimeError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: weights do not fit model {meta['model_name']!r}: {error}") from None
     return model.eval(), meta
-
-
-def load_classifier(path: str | Path) -> CovidClassifier:
-    """A :class:`CovidClassifier` holding the checkpoint's trained model and metadata (eval mode)."""
-    model, meta = load_model(path)
-    hparams = read_checkpoint(path).get("hyper_parameters", {})
-    # The model is set afterwards: nni.trace would try to freeze a fixed CovidNet3D (a ModelSpace) argument.
-    classifier = CovidClassifier(
-        None,
-        class_names=meta["class_names"],
-        in_channels=meta["in_channels"],
-        arch=meta["arch"],
-        preprocessing=meta["preprocessing"],
-        model_name=meta["model_name"],
-        learning_rate=hparams.get("learning_rate", 1e-3),
-        weight_decay=hparams.get("weight_decay", 5e-4),
-        class_weights=hparams.get("class_weights"),
-    )
-    classifier.set_model(model)
-    classifier.model_name = meta["model_name"]
-    classifier.data_source = meta.get("data")
-    return classifier.eval()

@@ -2,7 +2,7 @@
 
 The split is written once (``split.json``) and reused by every model and by later evaluations, so
 comparisons share the same patients; the test split's dataset is only built after training, by
-:func:`split_dataset` (called from ``evaluate_checkpoint``).
+:func:`nni_covid3d.training.recorded.split_dataset` (called from ``evaluate_checkpoint``).
 """
 from __future__ import annotations
 
@@ -10,12 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from torch.utils.data import Dataset
-
-from nni_covid3d.training.module import CovidClassifier
 from nni_covid3d.training.pipeline import TrainConfig, TrainResult, evaluate_checkpoint, train_model
 
-__all__ = ["DataSpec", "prepare_split", "train_on_dataset", "split_dataset", "run_experiment", "check_input_depth"]
+__all__ = ["DataSpec", "prepare_split", "train_on_dataset", "run_experiment", "check_input_depth"]
 
 
 @dataclass
@@ -115,29 +112,6 @@ def train_on_dataset(
         preprocessing=preprocessing.to_dict(), data_source=_data_source(spec, split_path),
         resume=resume, callbacks=callbacks,
     )
-
-
-def split_dataset(
-    classifier: CovidClassifier, *, split: str = "test", root: str | Path | None = None
-) -> tuple[Dataset, list[str]]:
-    """The evaluation dataset of ``split`` recorded in a trained classifier's checkpoint, and scan ids."""
-    from nni_covid3d.data import Preprocessing, load_dataset, load_split, make_dataset
-
-    source = classifier.data_source
-    if not source:
-        raise ValueError("the checkpoint records no dataset (trained on in-memory data): pass a dataset to evaluate")
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be train, val or test, got {split!r}")
-    root = Path(root) if root is not None else Path(source["root"])
-    index = load_dataset(source["dataset"], root, task=source.get("task"))
-    if list(index.class_names) != list(classifier.class_names):
-        raise ValueError(f"{root}: classes {index.class_names} differ from the checkpoint's {classifier.class_names}")
-    scans = load_split(source["split_file"], index.scans)[split]
-    if not scans:
-        raise ValueError(f"split {split!r} of {source['split_file']} is empty")
-    preprocessing = Preprocessing.from_dict(classifier.preprocessing)
-    dataset = make_dataset(scans, preprocessing, train=False, cache_dir=source.get("cache_dir"))
-    return dataset, [f"{s.dataset}:{s.key}" for s in scans]
 
 
 def run_experiment(

@@ -14,6 +14,7 @@ path of this project adds it; add it to your own Trainer when you run this modul
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import nni
@@ -22,10 +23,9 @@ import torchmetrics
 from nni.nas.evaluator.pytorch.lightning import LightningModule
 from torch import Tensor, nn
 
-__all__ = ["CovidClassifier", "unpack_batch", "CHECKPOINT_KEY"]
+from nni_covid3d.training.checkpoint import CHECKPOINT_KEY, FORMAT_VERSION, load_model, plain, read_checkpoint
 
-# Key of our metadata inside a Lightning checkpoint (see ``nni_covid3d.training.checkpoint``).
-CHECKPOINT_KEY = "nni_covid3d"
+__all__ = ["CovidClassifier", "load_classifier", "unpack_batch"]
 
 
 def unpack_batch(batch: Any) -> tuple[Tensor, Tensor]:
@@ -172,8 +172,6 @@ class CovidClassifier(LightningModule):
     # Checkpoints: our metadata in plain Python types, so ``torch.load(weights_only=True)`` reads it.
     def checkpoint_metadata(self) -> dict[str, Any]:
         """What a checkpoint needs to rebuild this classifier without repeated flags."""
-        from nni_covid3d.training.checkpoint import FORMAT_VERSION, plain
-
         return plain({
             "format_version": FORMAT_VERSION,
             "model_name": self.model_name,
@@ -187,3 +185,25 @@ class CovidClassifier(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = self.checkpoint_metadata()
+
+
+def load_classifier(path: str | Path) -> CovidClassifier:
+    """A :class:`CovidClassifier` holding the checkpoint's trained model and metadata (eval mode)."""
+    model, meta = load_model(path)
+    hparams = read_checkpoint(path).get("hyper_parameters", {})
+    # The model is set afterwards: nni.trace would try to freeze a fixed CovidNet3D (a ModelSpace) argument.
+    classifier = CovidClassifier(
+        None,
+        class_names=meta["class_names"],
+        in_channels=meta["in_channels"],
+        arch=meta["arch"],
+        preprocessing=meta["preprocessing"],
+        model_name=meta["model_name"],
+        learning_rate=hparams.get("learning_rate", 1e-3),
+        weight_decay=hparams.get("weight_decay", 5e-4),
+        class_weights=hparams.get("class_weights"),
+    )
+    classifier.set_model(model)
+    classifier.model_name = meta["model_name"]
+    classifier.data_source = meta.get("data")
+    return classifier.eval()

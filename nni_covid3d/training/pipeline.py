@@ -37,8 +37,9 @@ from nni_covid3d.metrics import (
     plot_training_curves,
     save_metrics,
 )
-from nni_covid3d.training.checkpoint import load_classifier, read_checkpoint
-from nni_covid3d.training.module import CovidClassifier, unpack_batch
+from nni_covid3d.training.checkpoint import read_checkpoint
+from nni_covid3d.training.module import CovidClassifier, load_classifier, unpack_batch
+from nni_covid3d.training.recorded import split_dataset
 
 __all__ = [
     "TrainConfig",
@@ -355,16 +356,14 @@ def evaluate_checkpoint(
 
     Without ``dataset``, the split is rebuilt from the checkpoint's data source (dataset name, root,
     split file, preprocessing; ``root`` overrides the recorded root) by
-    ``nni_covid3d.training.experiment.split_dataset``. Results go to ``out_dir`` (default:
+    :func:`nni_covid3d.training.recorded.split_dataset`. Results go to ``out_dir`` (default:
     ``OUT/eval_<split>`` for ``OUT/checkpoints/*.ckpt``, else ``eval_<split>_<name>`` beside the file).
     """
     checkpoint = Path(checkpoint)
     classifier = load_classifier(checkpoint)
     sample_ids = None
     if dataset is None:
-        if dataset_factory is None:
-            from nni_covid3d.training.experiment import split_dataset as dataset_factory
-        dataset, sample_ids = dataset_factory(classifier, split=split, root=root)
+        dataset, sample_ids = (dataset_factory or split_dataset)(classifier, split=split, root=root)
     if out_dir is None:  # OUT/eval_<split> for OUT/checkpoints/x.ckpt, else beside the checkpoint
         if checkpoint.parent.name == "checkpoints":
             out_dir = checkpoint.parent.parent / f"eval_{split}"

@@ -76,7 +76,7 @@ def save_tiny_checkpoint(path, *, depth: int = 8, size: int = 32, seed: int = 0)
     from nni_covid3d.data import Preprocessing
     from nni_covid3d.search_spaces import random_architecture
     from nni_covid3d.training import CovidClassifier
-    from nni_covid3d.training.module import CHECKPOINT_KEY
+    from nni_covid3d.training.checkpoint import CHECKPOINT_KEY
 
     torch.manual_seed(seed)
     arch = random_architecture(TINY_SPACE, seed=seed)

@@ -42,7 +42,7 @@ from nni_covid3d.cli import main
 from nni_covid3d.data import load_dataset, load_single_scan, read_scan, write_synthetic_dataset
 from nni_covid3d.data.synthetic import save_axial_nifti, write_dicom_series
 from nni_covid3d.predict import Predictor
-from nni_covid3d.training.module import CHECKPOINT_KEY
+from nni_covid3d.training.checkpoint import CHECKPOINT_KEY
 from tests.cam.conftest import save_tiny_checkpoint
 
 #: Seconds one case may take before it counts as a hang.
