@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from nni_covid3d.predict import Predictor, format_prediction, is_batch_folder, to_json, write_csv
 
-    if not args.input.exists():
+    if not os.path.lexists(args.input):  # a broken link exists as an entry: the readers name what is wrong with it
         raise FileNotFoundError(f"input {args.input} does not exist")
     predictor = Predictor(args.ckpt, cam_method=args.cam_method, cam_layer=args.cam_layer)
     if args.input.is_dir() and is_batch_folder(args.input):
