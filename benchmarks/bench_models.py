@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from nni_covid3d.compare import measure_cost
+from nni_covid3d.search_spaces.cost import measure_cost
 from nni_covid3d.models import get_model
 
 

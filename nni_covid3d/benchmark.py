@@ -30,7 +30,6 @@ A run that is stopped resumes where it stopped: a model whose ``record.json`` ex
 """
 from __future__ import annotations
 
-import csv
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -226,6 +225,12 @@ def summarize(records: Sequence[RunRecord], patients: Sequence[str], class_names
 
 
 # ---------------------------------------------------------------------------------------- output
+def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    from nni_covid3d.tables import csv_table
+
+    path.write_text(csv_table(rows, [(key, key) for key in rows[0]]))
+
+
 def _interval(row: Mapping[str, Any], key: str, scale: float) -> str:
     mean = row[f"{key}_mean"]
     if mean is None or np.isnan(mean):
@@ -237,7 +242,8 @@ def _interval(row: Mapping[str, Any], key: str, scale: float) -> str:
 
 def markdown_report(summary: Mapping[str, Any], context: Mapping[str, Any]) -> str:
     """The summary as Markdown: the method table, the paired differences, the papers' reported rows."""
-    from nni_covid3d.compare import markdown_table, reported_rows
+    from nni_covid3d.compare import markdown_table as comparison_table, reported_rows
+    from nni_covid3d.tables import markdown_table
 
     lines = [f"# Benchmark: {context['dataset_title']}", "",
              f"Split (by patient): {context['split_sizes']}. Input {context['input_size']}; "
@@ -245,25 +251,25 @@ def markdown_report(summary: Mapping[str, Any], context: Mapping[str, Any]) -> s
              f"±{context['size_tolerance']:.0%} of the searched model's parameters; device {context['device']}; "
              f"wall time {60 * context['wall_hours']:.1f} min. Every model: search / training on train patients, selected "
              "on validation, tested once. Scores: mean ± std over seeds [95% bootstrap interval over test "
-             "patients]; sensitivity, precision and AUC are COVID-vs-rest.", "",
-             "| Method | Models | Params (M) | MB | GFLOPs | Acc % | Bal. acc % | Sensitivity % | Precision % | AUC "
-             "| Search min/seed | Train min/seed |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "patients]; sensitivity, precision and AUC are COVID-vs-rest.", ""]
+    table = []
     for row in summary["methods"]:
-        def number(key: str, fmt: str, scale: float = 1.0) -> str:
-            return "–" if row[key] is None else format(row[key] * scale, fmt)
-
-        lines.append(
-            f"| {row['title']} | {row['runs']} | {number('params', '.3f', 1e-6)} | {number('size_mb', '.2f')} | "
-            f"{number('gflops', '.3f')} | {_interval(row, 'accuracy', 100)} | {_interval(row, 'balanced_accuracy', 100)} | "
-            f"{_interval(row, 'sensitivity', 100)} | {_interval(row, 'precision', 100)} | {_interval(row, 'auc', 1)} | "
-            f"{60 * row['search_hours']:.1f} | {60 * row['train_hours']:.1f} |")
+        table.append({"method": row["title"], "models": row["runs"],
+                      **{key: row[key] for key in ("params", "size_mb", "gflops")},
+                      **{key: _interval(row, key, 1 if key == "auc" else 100) for key in METRICS},
+                      "search_min": 60 * row["search_hours"], "train_min": 60 * row["train_hours"]})
+    lines.append(markdown_table(table, (
+        ("method", "Method"), ("models", "Models"), ("params", "Params"), ("size_mb", "MB"), ("gflops", "GFLOPs"),
+        ("accuracy", "Acc %"), ("balanced_accuracy", "Bal. acc %"), ("sensitivity", "Sensitivity %"),
+        ("precision", "Precision %"), ("auc", "AUC"), ("search_min", "Search min/seed"),
+        ("train_min", "Train min/seed"))).rstrip())
     if summary["paired"]:
+        paired = [{"versus": _TITLES.get(entry["versus"], entry["versus"]), "metric": entry["metric"],
+                   "difference": f"{100 * entry['difference']:+.1f}",
+                   "interval": f"[{100 * entry['lo']:+.1f}, {100 * entry['hi']:+.1f}]"} for entry in summary["paired"]]
         lines += ["", "Paired difference, same test patients resampled together (percentage points):", "",
-                  "| Searched − | Metric | Difference | 95% interval |", "|---|---|---|---|"]
-        for entry in summary["paired"]:
-            lines.append(f"| {_TITLES.get(entry['versus'], entry['versus'])} | {entry['metric']} | "
-                         f"{100 * entry['difference']:+.1f} | [{100 * entry['lo']:+.1f}, {100 * entry['hi']:+.1f}] |")
+                  markdown_table(paired, (("versus", "Searched −"), ("metric", "Metric"), ("difference", "Difference"),
+                                          ("interval", "95% interval"))).rstrip()]
     if any(row["method"] == "random-oneshot" for row in summary["methods"]):
         lines += ["", "NNI's RandomOneShot draws its paths and its (arbitrary) export from an unseeded generator "
                   "(`nni.mutable` `Categorical.random`): its row differs between runs of the same seed; every "
@@ -271,7 +277,7 @@ def markdown_report(summary: Mapping[str, Any], context: Mapping[str, Any]) -> s
     reported = reported_rows([context["dataset"]])
     if reported:
         lines += ["", "The papers' reported figures (their own splits and input sizes; not reproduced here):", "",
-                  markdown_table(reported).rstrip()]
+                  comparison_table(reported).rstrip()]
     return "\n".join(lines) + "\n"
 
 
@@ -474,10 +480,3 @@ def run_benchmark(
     result = {"context": context, **summary}
     (out / "benchmark.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
-
-
-def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)

@@ -12,21 +12,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import statistics
-import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import torch
-from torch import nn
 
 __all__ = [
     "COLUMNS",
     "DATASET_TITLES",
-    "measure_cost",
-    "measure_latency",
     "reported_rows",
     "result_row",
     "run_comparison",
@@ -35,52 +29,12 @@ __all__ = [
 ]
 
 DATASET_TITLES = {"ccccii": "CC-CCII", "mosmed": "MosMedData", "covidctset": "COVID-CTset"}
+#: The comparison table's columns, ``(key, title)``.
 COLUMNS = (
-    "dataset", "model", "source", "params", "size_mb", "gflops", "latency_ms",
-    "accuracy", "balanced_accuracy", "precision", "sensitivity", "f1", "auc",
+    ("dataset", "Dataset"), ("model", "Model"), ("source", "Source"), ("params", "Params"), ("size_mb", "MB"),
+    ("gflops", "GFLOPs"), ("latency_ms", "CPU ms/scan"), ("accuracy", "Acc %"), ("balanced_accuracy", "Bal. acc %"),
+    ("precision", "Precision %"), ("sensitivity", "Sensitivity %"), ("f1", "F1 %"), ("auc", "AUC"),
 )
-_HEADERS = {
-    "dataset": "Dataset", "model": "Model", "source": "Source", "params": "Params", "size_mb": "MB",
-    "gflops": "GFLOPs", "latency_ms": "CPU ms/scan", "accuracy": "Acc %", "balanced_accuracy": "Bal. acc %",
-    "precision": "Precision %", "sensitivity": "Sensitivity %", "f1": "F1 %", "auc": "AUC",
-}
-
-
-def measure_latency(model: nn.Module, input_size: Sequence[int], *, repeats: int = 5, threads: int | None = 1) -> float:
-    """Median CPU wall time (ms) of one forward pass on one volume ``[1, *input_size]`` (after one warm-up)."""
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        model = model.cpu().eval()
-        x = torch.zeros(1, *input_size)
-        times = []
-        with torch.inference_mode():
-            model(x)
-            for _ in range(repeats):
-                start = time.perf_counter()
-                model(x)
-                times.append((time.perf_counter() - start) * 1000)
-        return float(statistics.median(times))
-    finally:
-        torch.set_num_threads(previous)
-
-
-def measure_cost(model: nn.Module, input_size: Sequence[int], *, latency_repeats: int = 5, threads: int | None = 1) -> dict[str, Any]:
-    """``{"params", "size_mb", "gflops", "latency_ms"}`` of ``model`` for one input ``(C, D, H, W)``.
-
-    FLOPs come from ``nni_covid3d.search_spaces.model_cost`` (PyTorch's FlopCounterMode, 2 per
-    multiply-add), the same counter for every model.
-    """
-    from nni_covid3d.search_spaces import model_cost
-
-    cost = model_cost(model, tuple(input_size))
-    return {
-        "params": cost.params,
-        "size_mb": cost.size_mb,
-        "gflops": cost.flops / 1e9,
-        "latency_ms": measure_latency(model, input_size, repeats=latency_repeats, threads=threads),
-    }
 
 
 def _percent(value: float | None) -> float | None:
@@ -119,45 +73,21 @@ def reported_rows(datasets: Sequence[str] | None = None) -> list[dict[str, Any]]
     return rows
 
 
-def _cell(key: str, value: Any) -> str:
-    if value is None:
-        return "–"
-    if key == "params":
-        return f"{value / 1e6:.2f}M"
-    if key in ("gflops", "auc"):
-        return f"{value:.3f}"
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return str(value)
-
-
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Rows as a Markdown table (reported rows in italics)."""
-    lines = ["| " + " | ".join(_HEADERS[c] for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in rows:
-        cells = [_cell(c, row.get(c)) for c in COLUMNS]
-        if str(row.get("source", "")).startswith("reported"):
-            cells = [f"*{c}*" if c != "–" else c for c in cells]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    """Rows of :data:`COLUMNS` as a Markdown table (reported rows in italics)."""
+    from nni_covid3d.tables import markdown_table as render
+
+    return render(rows, COLUMNS)
 
 
 def write_table(rows: Sequence[Mapping[str, Any]], out_dir: str | Path, stem: str = "comparison") -> tuple[Path, Path]:
     """Write ``<stem>.md`` and ``<stem>.csv`` in ``out_dir``; returns both paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    md = out_dir / f"{stem}.md"
+    from nni_covid3d.tables import write_tables
+
     note = ("Ours: trained from scratch on the same patient split and preprocessing, selected on validation, "
             "tested once. Precision, sensitivity, F1 and AUC are COVID-vs-rest. *Italic rows are the papers' "
             "reported figures* (their own data splits and input sizes), not reproduced here.\n\n")
-    md.write_text(note + markdown_table(rows))
-    path_csv = out_dir / f"{stem}.csv"
-    with path_csv.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(COLUMNS))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in COLUMNS})
-    return md, path_csv
+    return write_tables(rows, COLUMNS, out_dir, stem, note=note)
 
 
 @dataclass
@@ -195,6 +125,7 @@ def run_comparison(
     """
     from nni_covid3d.data import Preprocessing
     from nni_covid3d.models import DISPLAY_NAMES, MIN_DEPTH, get_model, resolve_architecture
+    from nni_covid3d.search_spaces.cost import measure_cost
     from nni_covid3d.training.experiment import DataSpec, check_input_depth, prepare_split, run_experiment
     from nni_covid3d.training.pipeline import TrainConfig
 

@@ -5,10 +5,16 @@
 - ``flops``: floating-point operations of one forward pass at batch 1, counted by PyTorch's own
   ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and linear layers, 2 per multiply-add;
   BatchNorm, activations, pooling and additions are not counted);
-- ``macs``: ``flops / 2`` (multiply-adds, what many NAS papers call "FLOPs").
+- ``macs``: ``flops / 2`` (multiply-adds, what many NAS papers call "FLOPs");
+- ``latency_ms``: median CPU time of one forward pass on one volume (:func:`measure_latency`).
+
+The one cost module of the project: every table (``arch show``, ``compare``, ``benchmark``, NNI
+trials) counts models here.
 """
 from __future__ import annotations
 
+import statistics
+import time
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
@@ -16,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["ModelCost", "count_parameters", "model_cost", "size_mb"]
+__all__ = ["ModelCost", "count_parameters", "measure_cost", "measure_latency", "model_cost", "size_mb"]
 
 
 @dataclass(frozen=True)
@@ -80,3 +86,38 @@ def model_cost(model: nn.Module | Mapping[str, Any], input_size: Sequence[int] =
         model.train(was_training)
     flops = int(counter.get_total_flops())
     return ModelCost(params=params, size_mb=size_mb(params), flops=flops, macs=flops // 2, input_size=size)
+
+
+def measure_latency(model: nn.Module, input_size: Sequence[int], *, repeats: int = 5, threads: int | None = 1) -> float:
+    """Median CPU wall time (ms) of one forward pass on one volume ``[1, *input_size]`` (after one warm-up)."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        model = model.cpu().eval()
+        x = torch.zeros(1, *input_size)
+        times = []
+        with torch.inference_mode():
+            model(x)
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(x)
+                times.append((time.perf_counter() - start) * 1000)
+        return float(statistics.median(times))
+    finally:
+        torch.set_num_threads(previous)
+
+
+def measure_cost(model: nn.Module, input_size: Sequence[int], *, latency_repeats: int = 5, threads: int | None = 1) -> dict[str, Any]:
+    """``{"params", "size_mb", "gflops", "latency_ms"}`` of ``model`` for one input ``(C, D, H, W)``.
+
+    FLOPs come from :func:`model_cost` (PyTorch's FlopCounterMode, 2 per multiply-add), the same
+    counter for every model.
+    """
+    cost = model_cost(model, tuple(input_size))
+    return {
+        "params": cost.params,
+        "size_mb": cost.size_mb,
+        "gflops": cost.flops / 1e9,
+        "latency_ms": measure_latency(model, input_size, repeats=latency_repeats, threads=threads),
+    }

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from nni_covid3d.cli import UserError
 from nni_covid3d.data import DATASETS
+from nni_covid3d.models import MODEL_NAMES
 
-_MODELS = ("covidnet3d", "resnet3d101", "densenet3d121", "mc3_18")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train a model from scratch, select on val, test once")
-    train.add_argument("--model", required=True, choices=_MODELS)
+    train.add_argument("--model", required=True, choices=MODEL_NAMES)
     train.add_argument("--arch", type=Path, help="architecture JSON (required for covidnet3d)")
     add_dataset_arguments(train)
     _train_args(train)
@@ -45,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--datasets", nargs="+", required=True, choices=DATASETS)
     compare.add_argument("--root", action="append", required=True, metavar="[DATASET=]DIR",
                          help="dataset root; repeat as DATASET=DIR for several datasets")
-    compare.add_argument("--models", nargs="+", default=list(_MODELS), choices=_MODELS)
-    compare.add_argument("--cost-only", nargs="+", default=[], choices=_MODELS[1:],
+    compare.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    compare.add_argument("--cost-only", nargs="+", default=[], choices=MODEL_NAMES[1:],
                          help="baselines listed with size, FLOPs and latency only (not trained)")
     compare.add_argument("--split-file", action="append", default=[], metavar="[DATASET=]FILE",
                          help="reuse a patient split (e.g. the search's split.json)")

@@ -1,7 +1,7 @@
 """Target-layer selection for class activation maps on 3D classifiers.
 
 A CAM is only as fine as the feature map it is read from. The baselines have well-known defaults
-(``layer4`` for ResNet / MC3_18, ``class_layers.relu`` for DenseNet); for searched models, whose
+(their ``cam_layer`` in ``nni_covid3d.models.MODELS``); for searched models, whose
 module names depend on the sampled architecture, the default is found by a forward pass: the
 deepest module whose output still keeps ``min_depth`` slices, so the map can tell slices apart.
 """
@@ -17,7 +17,6 @@ __all__ = [
     "LayerInfo",
     "probe_layers",
     "deepest_layer_with_depth",
-    "family_of",
     "default_target_layer",
     "default_fc_layer",
     "feature_shape",
@@ -83,30 +82,14 @@ def deepest_layer_with_depth(model: nn.Module, input_shape: Sequence[int], min_d
     return candidates[-1].name
 
 
-def family_of(model: nn.Module) -> str:
-    """``"densenet"``, ``"resnet"`` (MONAI ResNet), ``"mc3"`` (torchvision VideoResNet) or ``"searched"``."""
-    from monai.networks.nets import DenseNet, ResNet
-    from torchvision.models.video.resnet import VideoResNet
-
-    if isinstance(model, DenseNet):
-        return "densenet"
-    if isinstance(model, ResNet):
-        return "resnet"
-    if isinstance(model, VideoResNet):
-        return "mc3"
-    return "searched"
-
-
-_FAMILY_LAYERS = {"densenet": "class_layers.relu", "resnet": "layer4", "mc3": "layer4"}
-_FAMILY_FC = {"densenet": "class_layers.out", "resnet": "fc", "mc3": "fc"}
-
-
 def default_target_layer(model: nn.Module, input_shape: Sequence[int], min_depth: int = 4) -> str:
-    """The default Grad-CAM layer: the family's customary layer for the baselines, else the deepest
-    layer keeping depth >= ``min_depth`` (found with :func:`deepest_layer_with_depth`)."""
-    family = family_of(model)
-    if family in _FAMILY_LAYERS:
-        return _FAMILY_LAYERS[family]
+    """The default Grad-CAM layer: a baseline's customary layer (``nni_covid3d.models.MODELS``), else
+    the deepest layer keeping depth >= ``min_depth`` (found with :func:`deepest_layer_with_depth`)."""
+    from nni_covid3d.models import spec_of
+
+    spec = spec_of(model)
+    if spec is not None and spec.cam_layer is not None:
+        return spec.cam_layer
     return deepest_layer_with_depth(model, input_shape, min_depth)
 
 
@@ -117,9 +100,11 @@ def default_fc_layer(model: nn.Module, input_shape: Sequence[int]) -> tuple[str,
     only exact when nothing but global pooling (and flatten / dropout) lies between the two. For the
     baselines these are their known layers; otherwise the last 5D output before the last ``nn.Linear``.
     """
-    family = family_of(model)
-    if family in _FAMILY_FC:
-        return _FAMILY_LAYERS[family], _FAMILY_FC[family]
+    from nni_covid3d.models import spec_of
+
+    spec = spec_of(model)
+    if spec is not None and spec.cam_layer is not None and spec.fc_layer is not None:
+        return spec.cam_layer, spec.fc_layer
     infos = probe_layers(model, input_shape)
     modules = dict(model.named_modules())
     linears = [info for info in infos if isinstance(modules[info.name], nn.Linear)]

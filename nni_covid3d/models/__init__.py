@@ -5,7 +5,9 @@
 """
 from __future__ import annotations
 
+import importlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -14,9 +16,13 @@ from torch import nn
 from nni_covid3d.models.baselines import densenet3d121, mc3_18, resnet3d101
 
 __all__ = [
+    "ModelSpec",
+    "MODELS",
     "MODEL_NAMES",
     "BASELINES",
     "MIN_DEPTH",
+    "DISPLAY_NAMES",
+    "spec_of",
     "get_model",
     "resolve_architecture",
     "count_parameters",
@@ -26,23 +32,60 @@ __all__ = [
     "mc3_18",
 ]
 
-BASELINES: dict[str, Callable[..., nn.Module]] = {
-    "resnet3d101": resnet3d101,
-    "densenet3d121": densenet3d121,
-    "mc3_18": mc3_18,
-}
-MODEL_NAMES: tuple[str, ...] = ("covidnet3d", *BASELINES)
 
-# Smallest number of slices each model accepts (DenseNet's pooling runs out of depth below 32).
-MIN_DEPTH: dict[str, int] = {"densenet3d121": 32}
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the project knows about one model, in one place.
 
-# Names used in the papers' tables.
-DISPLAY_NAMES: dict[str, str] = {
-    "covidnet3d": "CovidNet3D (searched)",
-    "resnet3d101": "ResNet3D101",
-    "densenet3d121": "DenseNet3D121",
-    "mc3_18": "MC3_18",
-}
+    Args:
+        name: the registry key (``--model``).
+        display_name: the model's name in the papers' tables.
+        builder: ``builder(num_classes=, in_channels=) -> nn.Module``; ``None`` for ``covidnet3d``,
+            which is built from an exported architecture.
+        min_depth: the fewest slices the model accepts.
+        cam_layer: the customary Grad-CAM layer; ``None``: the deepest layer that keeps depth,
+            found by a forward probe (``nni_covid3d.explain.layers``).
+        fc_layer: the linear classifier plain CAM applies at every position; ``None``: the last ``nn.Linear``.
+        model_class: import path of the built model's class, which identifies a loaded model.
+    """
+
+    name: str
+    display_name: str
+    builder: Callable[..., nn.Module] | None
+    min_depth: int = 1
+    cam_layer: str | None = None
+    fc_layer: str | None = None
+    model_class: str | None = None
+
+    def is_instance(self, model: nn.Module) -> bool:
+        """Whether ``model`` was built by this entry (by its class)."""
+        if self.model_class is None:
+            return False
+        module_name, _, class_name = self.model_class.rpartition(".")
+        return isinstance(model, getattr(importlib.import_module(module_name), class_name))
+
+
+MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
+    ModelSpec("covidnet3d", "CovidNet3D (searched)", None),
+    ModelSpec("resnet3d101", "ResNet3D101", resnet3d101, cam_layer="layer4", fc_layer="fc",
+              model_class="monai.networks.nets.ResNet"),
+    # Its four stride-2 stages and the final pooling leave no depth below 32 slices.
+    ModelSpec("densenet3d121", "DenseNet3D121", densenet3d121, min_depth=32, cam_layer="class_layers.relu",
+              fc_layer="class_layers.out", model_class="monai.networks.nets.DenseNet"),
+    ModelSpec("mc3_18", "MC3_18", mc3_18, cam_layer="layer4", fc_layer="fc",
+              model_class="torchvision.models.video.resnet.VideoResNet"),
+)}
+MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
+BASELINES: dict[str, Callable[..., nn.Module]] = {name: spec.builder for name, spec in MODELS.items() if spec.builder}
+#: Smallest number of slices of the models that need more than one.
+MIN_DEPTH: dict[str, int] = {name: spec.min_depth for name, spec in MODELS.items() if spec.min_depth > 1}
+#: Names used in the papers' tables.
+DISPLAY_NAMES: dict[str, str] = {name: spec.display_name for name, spec in MODELS.items()}
+
+
+def spec_of(model: nn.Module) -> ModelSpec | None:
+    """The registry entry of a built baseline, ``None`` for anything else (e.g. a searched model)."""
+    return next((spec for spec in MODELS.values() if spec.is_instance(model)), None)
 
 
 def resolve_architecture(
@@ -98,9 +141,13 @@ def get_model(
 
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (trainable or not; buffers excluded)."""
-    return sum(p.numel() for p in model.parameters())
+    from nni_covid3d.search_spaces.cost import count_parameters as count
+
+    return count(model)
 
 
 def model_size_mb(model: nn.Module) -> float:
     """Size of the float32 parameters in MB (``params * 4 / 2**20``), the papers' convention."""
-    return count_parameters(model) * 4 / 2**20
+    from nni_covid3d.search_spaces.cost import size_mb
+
+    return size_mb(count_parameters(model))

@@ -7,8 +7,6 @@ running NNI manager, so ``report`` and ``best-arch`` work on stopped experiments
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sqlite3
 from dataclasses import dataclass, field
@@ -270,25 +268,9 @@ def _percent(value: Any) -> float | None:
 
 def format_table(rows: Sequence[dict[str, Any]], fmt: str = "md",
                  columns: Sequence[tuple[str, str]] = TRIAL_COLUMNS) -> str:
-    """Rows as a Markdown (``md``) or CSV (``csv``) table; ``columns`` are ``(key, title)`` pairs."""
-    keys = [key for key, _ in columns]
-    if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in keys})
-        return buffer.getvalue()
-    if fmt != "md":
+    """Rows as a Markdown (``md``) or CSV (``csv``) table (``nni_covid3d.tables``)."""
+    from nni_covid3d.tables import csv_table, markdown_table
+
+    if fmt not in ("md", "csv"):
         raise ValueError(f"table format must be 'md' or 'csv', got {fmt!r}")
-
-    def cell(value: Any) -> str:
-        if value is None:
-            return "–"
-        return f"{value:.2f}" if isinstance(value, float) else str(value)
-
-    text_keys = ("trial", "status", "parameters")
-    lines = ["| " + " | ".join(title for _, title in columns) + " |",
-             "|" + "|".join("---" if k in text_keys else "---:" for k in keys) + "|"]
-    lines += ["| " + " | ".join(cell(row.get(k)) for k in keys) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(rows, columns) if fmt == "md" else csv_table(rows, columns)

@@ -255,7 +255,7 @@ def run_baseline(args: argparse.Namespace, params: dict[str, Any], output_dir: P
     import pytorch_lightning as pl
     from nni_covid3d.models import MIN_DEPTH, MODEL_NAMES
 
-    from nni_covid3d.compare import measure_cost
+    from nni_covid3d.search_spaces.cost import measure_cost
 
     model_name = str(params.get("model", "")).lower()
     dataset = str(params.get("dataset", args.dataset)).lower()

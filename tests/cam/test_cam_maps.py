@@ -10,7 +10,6 @@ from nni_covid3d.explain.layers import (
     deepest_layer_with_depth,
     default_fc_layer,
     default_target_layer,
-    family_of,
     probe_layers,
 )
 from tests.cam.conftest import blob_volume
@@ -34,7 +33,9 @@ def test_probe_is_post_order(strided_net):
 
 
 def test_searched_model_defaults(strided_net):
-    assert family_of(strided_net) == "searched"
+    from nni_covid3d.models import spec_of
+
+    assert spec_of(strided_net) is None
     assert default_target_layer(strided_net, (1, 1, 16, 16, 16)) == "stage2"
     assert default_fc_layer(strided_net, (1, 1, 16, 16, 16)) == ("stage3", "head.2")
 
@@ -43,13 +44,15 @@ def test_baseline_family_defaults():
     from monai.networks.nets import DenseNet, resnet10
     from torchvision.models.video import mc3_18
 
+    from nni_covid3d.models import spec_of
+
     torch.manual_seed(0)
     dense = DenseNet(spatial_dims=3, in_channels=1, out_channels=3, init_features=8, growth_rate=4, block_config=(1, 1))
-    assert (family_of(dense), default_target_layer(dense, (1, 1, 8, 16, 16))) == ("densenet", "class_layers.relu")
+    assert (spec_of(dense).name, default_target_layer(dense, (1, 1, 8, 16, 16))) == ("densenet3d121", "class_layers.relu")
     assert default_fc_layer(dense, (1, 1, 8, 16, 16)) == ("class_layers.relu", "class_layers.out")
     resnet = resnet10(spatial_dims=3, n_input_channels=1, num_classes=3)
-    assert (family_of(resnet), default_target_layer(resnet, (1, 1, 8, 16, 16))) == ("resnet", "layer4")
-    assert family_of(mc3_18(num_classes=3)) == "mc3"
+    assert (spec_of(resnet).name, default_target_layer(resnet, (1, 1, 8, 16, 16))) == ("resnet3d101", "layer4")
+    assert spec_of(mc3_18(num_classes=3)).name == "mc3_18"  # torchvision's own, as well as ours
 
 
 def test_normalize_map_keeps_orientation():

@@ -115,7 +115,7 @@ def test_baseline_grid_config_runs_and_report_gives_the_table(tmp_path: Path, cl
 
     with (tmp_path / "report" / "comparison.csv").open() as handle:
         reader = csv.DictReader(handle)
-        assert tuple(reader.fieldnames) == COLUMNS  # the columns of `nni-covid3d compare`
+        assert tuple(reader.fieldnames) == tuple(key for key, _ in COLUMNS)  # the columns of `nni-covid3d compare`
         rows = list(reader)
     ours = [r for r in rows if r["source"].startswith("ours")]
     assert sorted(r["dataset"] for r in ours) == ["CC-CCII", "MosMedData"]
