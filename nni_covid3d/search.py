@@ -15,6 +15,11 @@ Output folder (when ``out_dir`` is given)::
     out/arch_probs.json     each choice's final probabilities (strategies that have logits)
     out/tensorboard/        TensorBoard logs
     out/checkpoints/        one checkpoint per epoch, ``last.ckpt`` (GumbelDNAS; ``resume``)
+
+Every epoch's randomness is seeded from ``(seed, epoch)`` and checkpoints are written atomically
+(``nni_covid3d.training.resume``): a GumbelDNAS search killed at any point and resumed ends as the
+uninterrupted search would have (same exported architecture and probabilities), and a resume with
+other data, split, space or settings than the checkpoint's is refused, naming what differs.
 """
 from __future__ import annotations
 
@@ -153,7 +158,8 @@ def run_search(
         arch_fraction: share of the training patients held out for the architecture steps.
         seed: seeds everything (weights, loaders, the hold-out, the strategy's draws).
         out_dir: where the results go (see the module docstring); ``None`` writes nothing.
-        resume: continue from ``out_dir/checkpoints/last.ckpt`` (GumbelDNAS).
+        resume: continue from ``out_dir/checkpoints/last.ckpt`` (GumbelDNAS), exactly as the
+            uninterrupted search; refused when the checkpoint's run had other settings.
         accelerator, devices, workers, progress: Lightning's and the loaders' settings; more than
             one device runs DDP.
         callbacks: extra Lightning callbacks. An :class:`~nni_covid3d.nnictl.NniReporter` is added
@@ -161,7 +167,9 @@ def run_search(
         metadata: stored in the architecture file beside the search's own settings.
 
     Raises:
-        ValueError: an unknown strategy, an option it does not accept, too few training patients.
+        ValueError: an unknown strategy, an option it does not accept, too few training patients;
+            with ``resume``, a damaged checkpoint or one of another run (``CheckpointError``,
+            ``ResumeError``, naming the file and what differs).
     """
     import pytorch_lightning as pl
     import torch
@@ -173,8 +181,10 @@ def run_search(
     from nni_covid3d.data import patient_holdout_indices
     from nni_covid3d.data.loading import drop_remainder
     from nni_covid3d.nnictl.reporter import NniReporter
+    from nni_covid3d.atomic import atomic_write_text
     from nni_covid3d.search_spaces import CovidNet3DSpace, export_architecture, save_architecture
     from nni_covid3d.training import CovidClassifier
+    from nni_covid3d.training.resume import ResumableRun, data_record
 
     if strategy not in STRATEGY_NAMES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGY_NAMES}")
@@ -215,13 +225,25 @@ def run_search(
                              max_epochs=epochs, preprocessing=data.preprocessing.to_dict(), model_name="covidnet3d")
     reporters = [c for c in callbacks if isinstance(c, NniReporter)]
     reporter = reporters[0] if reporters else NniReporter()
+    # What a resume must match; the strategy checks it against the checkpoint's before fitting.
+    record = {
+        **data_record(data.train, data.val, data.class_names),
+        "preprocessing": data.preprocessing.to_dict(),
+        "space": space_config,
+        # Activation checkpointing changes memory and time, not results: a resume may switch it.
+        "strategy": {"name": strategy, **{key: value for key, value in (strategy_options or {}).items()
+                                          if key != "checkpoint_candidates"}},
+        "search": {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+                   "weight_decay": weight_decay, "arch_fraction": arch_fraction, "seed": seed},
+    }
+    resumable = ResumableRun(seed, [train_loader, val_loader], record)
     many_devices = isinstance(devices, int) and devices > 1
     trainer = Trainer(
         max_epochs=epochs, accelerator=accelerator, devices=devices,
         # Unsampled candidates receive no gradient in a single-path step.
         strategy="ddp_find_unused_parameters_true" if many_devices else "auto",
         logger=pl.loggers.TensorBoardLogger(str(out), name="tensorboard") if out is not None else False,
-        callbacks=[*callbacks, *([] if reporters else [reporter])], enable_checkpointing=False,
+        callbacks=[resumable, *callbacks, *([] if reporters else [reporter])], enable_checkpointing=False,
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
     )
     evaluator = Lightning(module, trainer, train_dataloaders=train_loader, val_dataloaders=val_loader)
@@ -242,5 +264,5 @@ def run_search(
         out.mkdir(parents=True, exist_ok=True)
         save_architecture(architecture, out / "architecture.json")
         if probabilities is not None:
-            (out / "arch_probs.json").write_text(json.dumps(probabilities, indent=2) + "\n")
+            atomic_write_text(out / "arch_probs.json", json.dumps(probabilities, indent=2) + "\n")
     return SearchResult(architecture, probabilities, list(reporter.history), out)

@@ -29,6 +29,8 @@ from torch import nn
 
 from nni.mutable import Categorical, CategoricalMultiple
 
+from nni_covid3d.atomic import atomic_write_text
+
 from .covidnet3d import CovidNet3DSpace, normalize_config
 
 __all__ = [
@@ -175,11 +177,11 @@ def export_architecture(
 
 
 def save_architecture(arch: Mapping[str, Any], path: str | Path) -> Path:
-    """Validate and write ``arch`` as indented JSON; returns the path."""
+    """Validate and write ``arch`` as indented JSON (atomically); returns the path."""
     arch = validate_architecture(arch)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(arch, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(arch, indent=2) + "\n")
     return path
 
 

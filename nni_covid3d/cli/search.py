@@ -6,7 +6,8 @@ Weights train on the training patients minus a held-out share (``--arch-fraction
 on which the architecture logits train; the validation patients score the argmax architecture each
 epoch; the test split is not touched. Writes ``OUT/architecture.json`` (the search-space format),
 ``OUT/arch_probs.json``, ``OUT/split.json``, TensorBoard logs in ``OUT/tensorboard`` and a checkpoint
-per epoch in ``OUT/checkpoints`` (``--resume`` continues from ``last.ckpt``).
+per epoch in ``OUT/checkpoints`` (``--resume`` continues from ``last.ckpt``, also after a crash, and
+ends as the uninterrupted search would have).
 """
 from __future__ import annotations
 
@@ -58,7 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
     p.add_argument("--devices", default="1", help="number of devices (DDP when more than one)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt (gumbel-dnas)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoints/last.ckpt (gumbel-dnas), also after a crash: the result is "
+                        "the uninterrupted search's; refused if the data, split, space or settings differ")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -88,6 +91,8 @@ def _strategy_options(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from nni_covid3d.data import Preprocessing, load_dataset, load_split, make_patient_split, save_split
     from nni_covid3d.search import SearchData, run_search
+    from nni_covid3d.training.checkpoint import CheckpointError
+    from nni_covid3d.training.resume import ResumeError
 
     if not args.root.is_dir():
         raise FileNotFoundError(f"dataset root {args.root} does not exist")
@@ -98,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         split = make_patient_split(index.scans, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                                    seed=args.split_seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    save_split(split, args.out / "split.json")
+    if not (args.resume and (args.out / "split.json").is_file()):  # a refused resume keeps the run's split
+        save_split(split, args.out / "split.json")
     preprocessing = Preprocessing(depth=args.depth, height=args.height, width=args.width)
     data = SearchData.from_split(split, index.class_names, preprocessing, cache_dir=args.cache_dir)
     space_config = {"preset": args.preset, "in_channels": 1, "widths": args.widths, "n_cells": args.n_cells,
@@ -112,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
             accelerator=args.accelerator, devices=devices, workers=args.workers, progress=not args.no_progress,
             metadata={"dataset": args.dataset},
         )
+    except (CheckpointError, ResumeError):
+        raise  # they name the checkpoint
     except ValueError as error:
         raise UserError(f"{args.root}: {error}") from error
     if result.architecture_path is None or not result.architecture_path.is_file():

@@ -103,7 +103,9 @@ def _optim_args(parser: argparse.ArgumentParser) -> None:
 def _train_args(parser: argparse.ArgumentParser) -> None:
     _preprocessing_args(parser)
     _optim_args(parser)
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT/checkpoints/last.ckpt, also after a crash: the weights and scores are "
+                             "the uninterrupted run's; refused if the data, split, model or settings differ")
     parser.add_argument("--no-test", action="store_true", help="train only; evaluate the test split later")
 
 

@@ -9,6 +9,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from nni_covid3d.atomic import atomic_write_text
 from nni_covid3d.data.records import DataError, Scan
 
 __all__ = [
@@ -98,7 +99,7 @@ def save_split(split: dict[str, Sequence[Scan]], path: Path | str) -> None:
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1))
+    atomic_write_text(path, json.dumps(payload, indent=1))
 
 
 def _is_paper_format(data: object) -> bool:

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import math
+import warnings
+from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Hashable, Mapping, Sequence
@@ -26,6 +29,7 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data import PersistentDataset
 from monai.transforms import (
     Compose,
     EnsureTyped,
@@ -38,7 +42,9 @@ from monai.transforms import (
     Resized,
     ScaleIntensityRange,
 )
+from monai.utils import convert_to_tensor
 
+from nni_covid3d.atomic import atomic_write_bytes
 from nni_covid3d.data.io import read_scan
 from nni_covid3d.data.records import DataError, Scan
 
@@ -323,6 +329,10 @@ class ScanDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.scans)
 
+    def set_random_state(self, seed: int) -> None:
+        """Seed the random transforms (``nni_covid3d.training.resume`` reseeds them every epoch)."""
+        self.post.set_random_state(seed=seed)
+
     def _reseed_in_worker(self) -> None:
         """In a DataLoader worker, seed the random transforms from the worker's seed once, so that
         workers forked with the same state do not repeat each other's augmentations (also with a
@@ -340,6 +350,25 @@ class ScanDataset(torch.utils.data.Dataset):
     @property
     def labels(self) -> list[int]:
         return [s.label for s in self.scans]
+
+
+class _AtomicPersistentDataset(PersistentDataset):
+    """MONAI's ``PersistentDataset`` with cache entries written atomically in the cache folder (MONAI
+    moves them from the system's temporary folder: a copy, cut by a crash, when that folder lies on
+    another file system); an unreadable entry is recomputed."""
+
+    def _cachecheck(self, item_transformed):
+        entry = Path(self.cache_dir) / f"{self.hash_func(item_transformed).decode('utf-8')}{self.transform_hash}.pt"
+        if entry.is_file():
+            try:
+                return torch.load(entry, weights_only=True)
+            except Exception as error:  # a cut or damaged entry fails in many ways
+                warnings.warn(f"{entry}: unreadable cache entry ({type(error).__name__}); recomputing it")
+        item = self._pre_transform(deepcopy(item_transformed))
+        buffer = io.BytesIO()
+        torch.save(convert_to_tensor(item, convert_numeric=False, track_meta=self.track_meta), buffer)
+        atomic_write_bytes(entry, buffer.getbuffer())
+        return item
 
 
 def make_dataset(
@@ -362,14 +391,14 @@ def make_dataset(
         cache_in_memory: cache them in memory instead (MONAI ``CacheDataset``), when no ``cache_dir``.
         seed: seed of the random transforms.
     """
-    from monai.data import CacheDataset, Dataset, PersistentDataset
+    from monai.data import CacheDataset, Dataset
 
     items = [scan_item(s) for s in scans]
     stage1 = cached_transforms(preprocessing)
     if cache_dir is not None:
         folder = Path(cache_dir) / f"prep-{preprocessing.cache_key()}"
         folder.mkdir(parents=True, exist_ok=True)
-        base = PersistentDataset(items, transform=stage1, cache_dir=folder)
+        base = _AtomicPersistentDataset(items, transform=stage1, cache_dir=folder)
     elif cache_in_memory:
         base = CacheDataset(items, transform=stage1, num_workers=0, progress=False)
     else:

@@ -20,7 +20,7 @@ import csv
 import json
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from nni_covid3d.atomic import atomic_write_text
 from nni_covid3d.data.loading import drop_remainder
 from nni_covid3d.metrics import (
     classification_metrics,
@@ -37,9 +38,9 @@ from nni_covid3d.metrics import (
     plot_training_curves,
     save_metrics,
 )
-from nni_covid3d.training.checkpoint import read_checkpoint
 from nni_covid3d.training.module import CovidClassifier, load_classifier, unpack_batch
 from nni_covid3d.training.recorded import split_dataset
+from nni_covid3d.training.resume import AtomicCheckpointIO, ResumableRun, check_resume, data_record
 
 __all__ = [
     "TrainConfig",
@@ -124,9 +125,26 @@ def _loader(dataset: Dataset, config: TrainConfig, *, shuffle: bool, sampler=Non
         sampler=sampler,
         num_workers=config.num_workers,
         generator=generator,
-        persistent_workers=config.num_workers > 0,
+        # Training workers start anew each epoch, seeded from the epoch's generator (ResumableRun):
+        # persistent ones would carry their random state across epochs, which a resumed run lacks.
+        persistent_workers=config.num_workers > 0 and not train,
         drop_last=train and drop_remainder(len(dataset), config.batch_size),
     )
+
+
+#: TrainConfig fields that do not change a run's results (a resume may change them).
+_RUNTIME_FIELDS = ("num_workers", "accelerator", "devices", "progress")
+
+
+def _run_record(classifier: CovidClassifier, train_dataset: Dataset, val_dataset: Dataset,
+                config: TrainConfig) -> dict[str, Any]:
+    """What a resumed fit must share with its checkpoint (``nni_covid3d.training.resume``)."""
+    meta = classifier.checkpoint_metadata()
+    return {
+        **data_record(train_dataset, val_dataset, classifier.class_names),
+        "model": {key: meta[key] for key in ("model_name", "arch", "in_channels", "preprocessing")},
+        "training": {key: value for key, value in asdict(config).items() if key not in _RUNTIME_FIELDS},
+    }
 
 
 def _history(csv_dir: Path) -> list[dict[str, Any]]:
@@ -170,7 +188,10 @@ def fit_classifier(
     Only the two given datasets are read. Inside an NNI trial the validation results reach NNI
     through an :class:`~nni_covid3d.nnictl.NniReporter` (added unless ``callbacks`` holds one). With ``resume``, training continues from
     ``out_dir/checkpoints/last.ckpt``; without it, an output folder that already holds checkpoints
-    is refused (nothing is overwritten silently).
+    is refused (nothing is overwritten silently). Checkpoints are written atomically and every epoch
+    is seeded from ``(config.seed, epoch)``, so a run resumed after a crash ends with the weights
+    and scores of the uninterrupted run; a checkpoint of another run (data, split, model or
+    settings) or a damaged one is refused with an error naming it (``nni_covid3d.training.resume``).
     """
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -182,10 +203,9 @@ def fit_classifier(
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
+    record = _run_record(classifier, train_dataset, val_dataset, config)
     if resume:
-        if not last.is_file():
-            raise FileNotFoundError(f"cannot resume: {last} does not exist")
-        read_checkpoint(last)  # refuse a foreign file before Lightning touches it
+        check_resume(last, record)  # a damaged file or another run's, before Lightning touches it
     elif ckpt_dir.is_dir() and any(ckpt_dir.glob("*.ckpt")):
         raise ValueError(f"{ckpt_dir} already holds checkpoints; resume (--resume) or choose another output folder")
     if len(train_dataset) == 0 or len(val_dataset) == 0:
@@ -203,18 +223,25 @@ def fit_classifier(
 
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir, filename="best", monitor=config.monitor, mode=MONITORS[config.monitor],
-        save_last=True, save_top_k=1, auto_insert_metric_name=False,
+        save_top_k=1, auto_insert_metric_name=False, save_on_train_epoch_end=True,
     )
+    # Its own callback, after the best one: ModelCheckpoint(save_last=True) writes last.ckpt only in
+    # epochs that improve the best, and a resume must start from the epoch before the crash.
+    last_checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename=last.stem, save_top_k=1, enable_version_counter=False,
+                                      save_on_train_epoch_end=True)
     loggers = [
         TensorBoardLogger(out_dir, name="tensorboard", version=0, default_hp_metric=False),
         CSVLogger(out_dir, name="csv"),
     ]
+    train_loader = _loader(train_dataset, config, shuffle=True, sampler=sampler, train=True)
     trainer = pl.Trainer(
         max_epochs=config.epochs,
         accelerator=config.accelerator,
         devices=config.devices,
         logger=loggers,
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval="epoch"), *callbacks,
+        plugins=[AtomicCheckpointIO()],
+        callbacks=[ResumableRun(config.seed, [train_loader], record), checkpoint, last_checkpoint,
+                   LearningRateMonitor(logging_interval="epoch"), *callbacks,
                    *([] if any(isinstance(c, NniReporter) for c in callbacks) else [NniReporter()])],
         enable_progress_bar=config.progress,
         enable_model_summary=config.progress,
@@ -223,13 +250,13 @@ def fit_classifier(
     )
     trainer.fit(
         classifier,
-        _loader(train_dataset, config, shuffle=True, sampler=sampler, train=True),
+        train_loader,
         _loader(val_dataset, config, shuffle=False),
         ckpt_path=str(last) if resume else None,
         weights_only=True,
     )
     history = _history(out_dir / "csv")
-    (out_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    atomic_write_text(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
     if history:
         plot_training_curves(history, out_dir / "training_curves.png")
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last

@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import json
-import random
-from dataclasses import replace
+from dataclasses import asdict
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
@@ -15,6 +13,9 @@ import torch.nn.functional as F
 import nni.nas.strategy  # noqa: F401  (import first: importing the one-shot module first breaks NNI's strategy package)
 from nni.mutable import Sample
 from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
+
+from nni_covid3d.training.checkpoint import plain
+from nni_covid3d.training.resume import ResumeError, record_differences
 
 from ..supermodules import Draw, GumbelSuperNetModule, gumbel_max_indices, hard_gumbel_draws, keep_batchnorm_stats
 from .cost import FlopsTable, expected_size_mb
@@ -39,17 +40,6 @@ def _all_reduce_mean(tensors: list[torch.Tensor]) -> None:
     for t in tensors:
         t.copy_(flat[offset: offset + t.numel()].view_as(t))
         offset += t.numel()
-
-
-def _numpy_state_to_tensors(state: tuple) -> tuple:
-    # Lightning loads checkpoints with weights_only=True, which refuses numpy arrays.
-    name, keys, pos, has_gauss, cached = state
-    return (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
-
-
-def _numpy_state_from_tensors(state: tuple) -> tuple:
-    name, keys, pos, has_gauss, cached = state
-    return (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
 
 
 class GumbelDNASLightningModule(DartsLightningModule):
@@ -301,24 +291,18 @@ class GumbelDNASLightningModule(DartsLightningModule):
         return self.training_module.on_fit_end()
 
     # ----------------------------------------------------------------- checkpoints
+    def _settings_record(self) -> dict[str, Any]:
+        """The settings a resumed search must share with its checkpoint (the export path may change)."""
+        return plain({key: value for key, value in asdict(self.settings).items() if key != "export_path"})
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Logits, temperature (buffer) and both optimisers are saved by Lightning; add the RNGs so a
-        # resumed run shuffles and initialises as the uninterrupted one would have.
-        checkpoint["gumbel_dnas"] = {
-            "seed": self.settings.seed,
-            "torch_rng": torch.get_rng_state(),
-            "numpy_rng": _numpy_state_to_tensors(np.random.get_state()),
-            "python_rng": random.getstate(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        }
+        # Logits, temperature and loss baseline (buffers) and both optimisers are saved by Lightning;
+        # randomness needs no state: every epoch is seeded from (seed, epoch) (ResumableRun).
+        checkpoint["gumbel_dnas"] = {"settings": self._settings_record()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("gumbel_dnas")
-        if state is None:
-            return
-        self.settings = replace(self.settings, seed=state["seed"])
-        torch.set_rng_state(state["torch_rng"])
-        np.random.set_state(_numpy_state_from_tensors(state["numpy_rng"]))
-        random.setstate(state["python_rng"])
-        if state["cuda_rng"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        stored = checkpoint.get("gumbel_dnas", {}).get("settings")
+        differences = record_differences(stored, self._settings_record()) if stored is not None else []
+        if differences:
+            raise ResumeError(f"cannot resume from {self.trainer.ckpt_path}: the search settings differ: "
+                              + "; ".join(differences))

@@ -12,6 +12,8 @@ from nni.nas.evaluator.pytorch.lightning import Lightning
 from nni.nas.nn.pytorch import ModelSpace
 from nni.nas.oneshot.pytorch.strategy import DARTS, MutationHook
 
+from nni_covid3d.training.resume import AtomicCheckpointIO, ResumableRun, check_resume, read_training_checkpoint
+
 from ..supermodules import (
     GumbelInputChoice, GumbelLayerChoice, GumbelRepeat, GumbelSuperNetModule, check_categorical, reject_unsupported,
 )
@@ -70,8 +72,11 @@ class GumbelDNAS(DARTS):
     export_path
         If given, rank 0 writes the exported sample (JSON) there at the end of the search.
     checkpoint_dir, resume_from
-        Save a Lightning checkpoint every epoch under ``checkpoint_dir`` (``last.ckpt`` kept);
-        resume from ``resume_from`` (a path, or ``"last"`` for ``checkpoint_dir/last.ckpt``).
+        Save a Lightning checkpoint every epoch under ``checkpoint_dir`` (``last.ckpt`` kept; written
+        atomically); resume from ``resume_from`` (a path, or ``"last"`` for ``checkpoint_dir/last.ckpt``).
+        Every epoch's randomness is seeded from ``(seed, epoch)``
+        (:class:`~nni_covid3d.training.resume.ResumableRun`), so a search resumed after a crash ends
+        as the uninterrupted one; a checkpoint of other settings is refused.
     checkpoint_candidates
         Run each drawn ``LayerChoice`` candidate under activation checkpointing: its inner
         activations are recomputed in backward instead of stored. Cuts activation memory (for large
@@ -164,9 +169,17 @@ class GumbelDNAS(DARTS):
         if isinstance(trainer.strategy, DDPStrategy):
             # Unsampled candidates receive no gradient in a step.
             trainer.strategy._ddp_kwargs["find_unused_parameters"] = True  # noqa: SLF001
+        # Every epoch's randomness from (seed, epoch) alone, so a resumed search is the uninterrupted one.
+        run = next((c for c in trainer.callbacks if isinstance(c, ResumableRun)), None)
+        if run is None:
+            run = ResumableRun(self.settings.seed, [evaluator.train_dataloaders, evaluator.val_dataloaders])
+            trainer.callbacks.append(run)
         if self.checkpoint_dir is not None:
             from pytorch_lightning.callbacks import ModelCheckpoint
+            from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+            if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # noqa: E721  (not a user's own IO)
+                trainer.strategy.checkpoint_io = AtomicCheckpointIO()
             trainer.callbacks.append(ModelCheckpoint(
                 dirpath=self.checkpoint_dir, filename="search-{epoch:03d}", save_last=True,
                 every_n_epochs=1, save_on_train_epoch_end=True,
@@ -179,7 +192,12 @@ class GumbelDNAS(DARTS):
                 path = self.checkpoint_dir / "last.ckpt"
             if not Path(path).is_file():
                 raise FileNotFoundError(f"{path}: search checkpoint to resume from does not exist")
-            evaluator.fit_kwargs["ckpt_path"] = str(path)
+            # Refuse a damaged checkpoint, or another run's, before Lightning touches it.
+            if run.record is not None:
+                check_resume(path, run.record)
+            else:
+                read_training_checkpoint(path)
+            evaluator.fit_kwargs.update(ckpt_path=str(path), weights_only=True)
         return evaluator
 
     def train_dataloader(self, train_dataloader_fn: Callable[[], Any], val_dataloader_fn: Callable[[], Any]) -> Any:

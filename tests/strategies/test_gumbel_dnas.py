@@ -214,7 +214,7 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     assert any(not torch.allclose(a[k], v) for k, v in _alphas(other).items())
 
 
-def test_checkpoint_holds_logits_temperature_optimizers_and_rng(tmp_path):
+def test_checkpoint_holds_logits_temperature_optimizers_and_settings(tmp_path):
     torch.manual_seed(0)
     evaluator = make_evaluator(image_dataset(32), image_dataset(16, seed=1), epochs=1, default_root_dir=str(tmp_path))
     run_search(MixedSpace(), evaluator, GumbelDNAS(checkpoint_dir=tmp_path / "c"))
@@ -223,7 +223,7 @@ def test_checkpoint_holds_logits_temperature_optimizers_and_rng(tmp_path):
     assert "temperature" in keys
     assert any(k.endswith("_arch_alpha") for k in keys)
     assert len(ckpt["optimizer_states"]) == 2  # weights + logits
-    assert {"torch_rng", "numpy_rng", "python_rng"} <= set(ckpt["gumbel_dnas"])
+    assert ckpt["gumbel_dnas"]["settings"]["seed"] == 0  # what a resume must match; randomness needs no state
 
 
 def test_size_budget_steers_to_small_candidates():
