@@ -1,6 +1,6 @@
 """``nni-covid3d synth``: write synthetic chest CT phantoms in a real dataset layout.
 
-    nni-covid3d synth --layout ccccii --out data/ccccii --patients 30 --seed 0 --size 96
+    nni-covid3d synth --layout ccccii --out data/ccccii --patients 30 --seed 0 --size 96 [--phantom intensity]
 """
 from __future__ import annotations
 
@@ -18,7 +18,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--slices", type=int, nargs=2, metavar=("MIN", "MAX"), default=None, help="slices per scan")
     parser.add_argument("--variant", choices=("raw", "folds"), default="raw", help="covidctset: raw folders or the fold layout")
     parser.add_argument("--involvement", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
-                        help="fraction of the lungs a diseased scan's lesions cover (ccccii, covidctset; default 0.01 0.15)")
+                        help="ccccii, covidctset: fraction of the lungs at abnormal density in every scan (shape phantoms) "
+                             "or covered by a diseased scan's lesions (intensity phantoms); default 0.01 0.15")
+    parser.add_argument("--phantom", choices=("shape", "intensity"), default="shape",
+                        help="shape (default): classes differ only in the shape and place of abnormal tissue; "
+                             "intensity: lesions add density to diseased scans, so the histogram shows the class")
     parser.set_defaults(func=run)
 
 
@@ -34,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         root = write_synthetic_dataset(
             args.layout, args.out, n_patients=args.patients, seed=args.seed, size=args.size,
             slices=tuple(args.slices) if args.slices else None, variant=args.variant,
-            involvement=tuple(args.involvement) if args.involvement else None,
+            involvement=tuple(args.involvement) if args.involvement else None, phantom=args.phantom,
         )
     except ValueError as error:
         raise UserError(str(error)) from None

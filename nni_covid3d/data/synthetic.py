@@ -1,6 +1,9 @@
 """Write synthetic phantom datasets in the real on-disk layouts of CC-CCII, MosMedData and COVID-CTset.
 
-Each layout gets lesion masks as NIfTI files (CC-CCII / COVID-CTset: ``<root>/lesion_masks/``,
+Two phantom families (:mod:`nni_covid3d.data.phantom`): ``"shape"`` (the default), whose classes
+differ only in the 3D shape and place of abnormal tissue, every scan carrying the same distribution
+of ground-glass and consolidation density; and ``"intensity"``, whose lesions add density to
+diseased scans only, so the class also shows in the intensity histogram. Each layout gets lesion masks as NIfTI files (CC-CCII / COVID-CTset: ``<root>/lesion_masks/``,
 MosMedData: ``<root>/masks/study_NNNN_mask.nii.gz`` as in the release), aligned voxel for voxel with
 the volume the readers load. Output is deterministic for a given seed.
 """
@@ -13,21 +16,29 @@ from typing import Sequence
 import numpy as np
 
 from nni_covid3d.data.io import TIFF_HU_OFFSET
-from nni_covid3d.data.phantom import make_phantom, random_anatomy
+from nni_covid3d.data.phantom import draw_budget, make_phantom, make_shape_phantom, random_anatomy
 from nni_covid3d.data.readers import MASK_FOLDER
 
-__all__ = ["LAYOUTS", "write_synthetic_dataset", "PNG_WINDOW", "save_axial_nifti", "write_dicom_series"]
+__all__ = ["LAYOUTS", "PHANTOMS", "write_synthetic_dataset", "PNG_WINDOW", "save_axial_nifti", "write_dicom_series"]
 
 LAYOUTS = ("ccccii", "mosmed", "covidctset")
+#: Phantom families: classes told by shape and place only, or also by the intensity histogram.
+PHANTOMS = ("shape", "intensity")
 #: The lung display window (level -600, width 1500) used to write 8-bit PNG slices from HU (jittered per scan).
 PNG_WINDOW = (-1350.0, 150.0)
 #: Default slice-count ranges per layout (real data: CC-CCII 9-457, MosMed 33-46, COVID-CTset 1-78 selected).
 DEFAULT_SLICES = {"ccccii": (24, 64), "mosmed": (33, 46), "covidctset": (16, 40)}
-#: Default involved-lung fraction range of a diseased scan in CC-CCII and COVID-CTset phantoms: small,
-#: early-stage lesions, as most of the releases' scans (MosMedData follows its CT-k grades instead).
+#: Default ``involvement`` of CC-CCII and COVID-CTset phantoms: small, early-stage lesions, as most of
+#: the releases' scans (MosMedData follows its CT-k grades instead).
 DEFAULT_INVOLVEMENT = (0.01, 0.15)
 #: MosMed CT-k involved-lung fraction ranges.
 SEVERITY_RANGES = [(0.0, 0.0), (0.03, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 0.9)]
+#: MosMed shape phantoms: abnormal tissue (fraction of the lungs) of every scan, whatever its grade;
+#: the grade sets how far the lesions spread, filling them patchily where the tissue is short.
+MOSMED_BUDGET = (0.10, 0.30)
+#: Shape-phantom pattern per class name of each layout.
+PATTERN_OF = {"CP": "pneumonia", "NCP": "covid", "Normal": "normal", "covid": "covid", "normal": "normal"}
+_INTENSITY_LESION = {"covid": "ggo", "pneumonia": "consolidation", "normal": "none"}
 
 
 def _hu_to_gray8(volume: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -70,11 +81,23 @@ def _class_sequence(n: int, pattern: Sequence[int], rng: np.random.Generator) ->
     return labels
 
 
-def _scan_phantom(rng, anatomy, *, size, slices, lesion, involvement, spacing_z):
+def _scan_phantom(rng, anatomy, *, phantom, pattern, size, slices, spacing_z, involvement, extent=None):
+    """One scan of class ``pattern``. ``involvement``: intensity phantoms, the lesion extent range of a
+    diseased scan; shape phantoms, the abnormal-tissue range of every scan (``extent``: a MosMed grade's range)."""
+    if phantom == "intensity":
+        lesion_extent = float(rng.uniform(*involvement)) if pattern != "normal" else 0.0
+        n_slices = int(rng.integers(slices[0], slices[1] + 1))
+        pixel = float(rng.uniform(0.6, 0.9)) * 512 / size
+        z = float(rng.uniform(*spacing_z))
+        return make_phantom(rng, anatomy, size=size, n_slices=n_slices, lesion=_INTENSITY_LESION[pattern],
+                            involvement=lesion_extent, spacing=(z, pixel, pixel))
     n_slices = int(rng.integers(slices[0], slices[1] + 1))
-    pixel = float(rng.uniform(0.6, 0.9)) * 512 / size
+    pixel = float(rng.uniform(0.65, 0.8)) * 512 / size  # field of view 333-410 mm
     z = float(rng.uniform(*spacing_z))
-    return make_phantom(rng, anatomy, size=size, n_slices=n_slices, lesion=lesion, involvement=involvement, spacing=(z, pixel, pixel))
+    budget = draw_budget(rng, involvement)
+    lesion_extent = float(rng.uniform(*extent)) if extent is not None else None
+    return make_shape_phantom(rng, anatomy, size=size, n_slices=n_slices, pattern=pattern, budget=budget,
+                              extent=lesion_extent, spacing=(z, pixel, pixel))
 
 
 def write_synthetic_dataset(
@@ -87,6 +110,7 @@ def write_synthetic_dataset(
     slices: tuple[int, int] | None = None,
     variant: str = "raw",
     involvement: tuple[float, float] | None = None,
+    phantom: str = "shape",
 ) -> Path:
     """Write a phantom dataset in a real layout; returns the dataset root.
 
@@ -99,13 +123,18 @@ def write_synthetic_dataset(
         slices: (min, max) slices per scan; the layout's default when ``None``.
         variant: COVID-CTset only: ``"raw"`` (patient/series folders) or ``"folds"`` (flat folder of
             selected slices plus ``CSV/{train,validation,test}{1..5}.csv``).
-        involvement: (min, max) fraction of the lungs a diseased scan's lesions cover, CC-CCII and
-            COVID-CTset only (:data:`DEFAULT_INVOLVEMENT` when ``None``; larger is easier to classify).
+        involvement: CC-CCII and COVID-CTset only, (min, max) fraction of the lungs: shape phantoms,
+            the abnormal-density tissue of every scan, whatever its class (a diseased scan's lesions
+            hold most of it); intensity phantoms, a diseased scan's lesions. :data:`DEFAULT_INVOLVEMENT`
+            when ``None``; larger is easier to classify.
+        phantom: ``"shape"`` or ``"intensity"`` (:data:`PHANTOMS`, module docstring).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
     if n_patients < 1:
         raise ValueError("n_patients must be at least 1")
+    if phantom not in PHANTOMS:
+        raise ValueError(f"unknown phantom {phantom!r}; expected one of {PHANTOMS}")
     if variant != "raw" and layout != "covidctset":
         raise ValueError("variant only applies to the covidctset layout")
     out = Path(out_dir)
@@ -120,7 +149,7 @@ def write_synthetic_dataset(
             raise ValueError(f"involvement must be (min, max) with 0 < min <= max <= 1, got {tuple(involvement)}")
     rng = np.random.default_rng(seed)
     writer = {"ccccii": _write_ccccii, "mosmed": _write_mosmed, "covidctset": _write_covidctset}[layout]
-    kwargs = {"variant": variant} if layout == "covidctset" else {}
+    kwargs = {"variant": variant, "phantom": phantom} if layout == "covidctset" else {"phantom": phantom}
     if layout != "mosmed":
         kwargs["involvement"] = tuple(involvement) if involvement is not None else DEFAULT_INVOLVEMENT
     writer(out, rng, n_patients=n_patients, size=size, slices=slices, **kwargs)
@@ -128,7 +157,7 @@ def write_synthetic_dataset(
 
 
 # --------------------------------------------------------------------------------------- CC-CCII
-def _write_ccccii(root: Path, rng, *, n_patients, size, slices, involvement) -> None:
+def _write_ccccii(root: Path, rng, *, n_patients, size, slices, involvement, phantom) -> None:
     from PIL import Image
 
     from nni_covid3d.data.ccccii import CLASS_NAMES, mask_path_for
@@ -142,12 +171,11 @@ def _write_ccccii(root: Path, rng, *, n_patients, size, slices, involvement) -> 
         n_scans = int(rng.choice([1, 1, 2, 3]))
         for scan_index in range(n_scans):
             scan_id = str(2000 + 10 * index + scan_index)
-            lesion = {"CP": "consolidation", "NCP": "ggo", "Normal": "none"}[class_name]
-            extent = 0.0 if lesion == "none" else float(rng.uniform(*involvement))
-            phantom = _scan_phantom(rng, anatomy, size=size, slices=slices, lesion=lesion, involvement=extent, spacing_z=(1.0, 5.0))
+            scan = _scan_phantom(rng, anatomy, phantom=phantom, pattern=PATTERN_OF[class_name], size=size, slices=slices,
+                                 spacing_z=(1.0, 5.0), involvement=involvement)
             scan_dir = root / class_name / patient_id / scan_id
             scan_dir.mkdir(parents=True, exist_ok=True)
-            gray = _hu_to_gray8(phantom.volume, rng)
+            gray = _hu_to_gray8(scan.volume, rng)
             use_jpg = rng.uniform() < 0.15
             padded = rng.uniform() < 0.5  # "0007.png" (Clean-CC-CCII) or "7.png" (needs natural sort)
             for z in range(gray.shape[0]):
@@ -156,11 +184,11 @@ def _write_ccccii(root: Path, rng, *, n_patients, size, slices, involvement) -> 
                     Image.fromarray(gray[z]).save(scan_dir / f"{name}.jpg", quality=95)
                 else:
                     Image.fromarray(gray[z]).save(scan_dir / f"{name}.png")
-                if phantom.mask[z].any():
+                if scan.mask[z].any():
                     lesion_rows.append(f"{class_name}/{patient_id}/{scan_id}/{name}.{'jpg' if use_jpg else 'png'}")
             unzip_rows.append((f"{class_name}-{patient_id}.zip", class_name, patient_id, scan_id, gray.shape[0]))
-            if lesion != "none":
-                save_axial_nifti(mask_path_for(root, class_name, patient_id, scan_id), phantom.mask, phantom.spacing)
+            if class_name != "Normal":
+                save_axial_nifti(mask_path_for(root, class_name, patient_id, scan_id), scan.mask, scan.spacing)
     with (root / "unzip_filenames.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["zip_file", "label", "patient_id", "scan_id", "n_slice"])
@@ -170,23 +198,26 @@ def _write_ccccii(root: Path, rng, *, n_patients, size, slices, involvement) -> 
 
 
 # ------------------------------------------------------------------------------------ MosMedData
-def _write_mosmed(root: Path, rng, *, n_patients, size, slices) -> None:
+def _write_mosmed(root: Path, rng, *, n_patients, size, slices, phantom) -> None:
     grades = _class_sequence(n_patients, [0, 1, 2, 0, 3, 1, 0, 4, 1, 2], rng)
     registry = []
     for index, grade in enumerate(grades):
         study_id = f"study_{index + 1:04d}"
         anatomy = random_anatomy(rng)
-        lo, hi = SEVERITY_RANGES[grade]
-        involvement = float(rng.uniform(lo, hi)) if grade else 0.0
-        phantom = _scan_phantom(
-            rng, anatomy, size=size, slices=slices, lesion="ggo" if grade else "none", involvement=involvement, spacing_z=(7.5, 10.0)
-        )
+        pattern = "covid" if grade else "normal"
+        if phantom == "intensity":
+            scan = _scan_phantom(rng, anatomy, phantom=phantom, pattern=pattern, size=size, slices=slices,
+                                 spacing_z=(7.5, 10.0), involvement=SEVERITY_RANGES[grade])
+        else:
+            scan = _scan_phantom(rng, anatomy, phantom=phantom, pattern=pattern, size=size, slices=slices,
+                                 spacing_z=(7.5, 10.0), involvement=MOSMED_BUDGET,
+                                 extent=SEVERITY_RANGES[grade] if grade else None)
         study_file = root / "studies" / f"CT-{grade}" / f"{study_id}.nii.gz"
-        save_axial_nifti(study_file, phantom.volume.astype(np.int16), phantom.spacing, flip_xy=True)
+        save_axial_nifti(study_file, scan.volume.astype(np.int16), scan.spacing, flip_xy=True)
         mask_file = ""
         if grade:
             mask = root / "masks" / f"{study_id}_mask.nii.gz"
-            save_axial_nifti(mask, phantom.mask, phantom.spacing, flip_xy=True)
+            save_axial_nifti(mask, scan.mask, scan.spacing, flip_xy=True)
             mask_file = str(mask.relative_to(root))
         registry.append(
             {"study_id": index + 1, "category": f"CT-{grade}", "study_file": str(study_file.relative_to(root)), "mask_file": mask_file}
@@ -203,7 +234,7 @@ def _write_tiff(path: Path, hu_slice: np.ndarray) -> None:
     tifffile.imwrite(path, np.clip(hu_slice.astype(np.int32) + TIFF_HU_OFFSET, 0, 65535).astype(np.uint16))
 
 
-def _write_covidctset(root: Path, rng, *, n_patients, size, slices, variant, involvement) -> None:
+def _write_covidctset(root: Path, rng, *, n_patients, size, slices, variant, involvement, phantom) -> None:
     if variant not in ("raw", "folds"):
         raise ValueError(f"variant must be 'raw' or 'folds', got {variant!r}")
     labels = _class_sequence(n_patients, [1, 0, 0, 1, 0], rng)  # 1 = covid (~40%)
@@ -218,24 +249,22 @@ def _write_covidctset(root: Path, rng, *, n_patients, size, slices, variant, inv
         series = [2] + ([3, 4][: int(rng.integers(0, 3))] if label else [3][: int(rng.integers(0, 2))])
         details.append({"patient_id": patient, "group": group, "class": class_name, "n_series": len(series)})
         for k in series:
-            extent = float(rng.uniform(*involvement)) if label else 0.0
-            phantom = _scan_phantom(
-                rng, anatomy, size=size, slices=slices, lesion="ggo" if label else "none", involvement=extent, spacing_z=(1.0, 5.0)
-            )
+            scan = _scan_phantom(rng, anatomy, phantom=phantom, pattern=PATTERN_OF[class_name], size=size, slices=slices,
+                                 spacing_z=(1.0, 5.0), involvement=involvement)
             name = f"{group}_{patient}_SR_{k}"
             if variant == "raw":
                 series_dir = root / group / patient / f"SR_{k}"
                 series_dir.mkdir(parents=True, exist_ok=True)
-                for z in range(phantom.volume.shape[0]):
-                    _write_tiff(series_dir / f"IM{z + 1:05d}.tif", phantom.volume[z])
+                for z in range(scan.volume.shape[0]):
+                    _write_tiff(series_dir / f"IM{z + 1:05d}.tif", scan.volume[z])
                 if label:
-                    save_axial_nifti(root / MASK_FOLDER / f"{name}_mask.nii.gz", phantom.mask, phantom.spacing)
+                    save_axial_nifti(root / MASK_FOLDER / f"{name}_mask.nii.gz", scan.mask, scan.spacing)
             else:
                 image_dir.mkdir(parents=True, exist_ok=True)
-                lung_slices = np.flatnonzero(phantom.lungs.any(axis=(1, 2)))  # the release keeps selected slices
+                lung_slices = np.flatnonzero(scan.lungs.any(axis=(1, 2)))  # the release keeps selected slices
                 for z in lung_slices:
                     file_name = f"{name}_IM{z + 1:05d}.tif"
-                    _write_tiff(image_dir / file_name, phantom.volume[z])
+                    _write_tiff(image_dir / file_name, scan.volume[z])
                     fold_files.append((file_name, class_name, f"{group}/{patient}"))
     if variant == "raw":
         with (root / "Patient_details.csv").open("w", newline="") as handle:

@@ -1,4 +1,5 @@
-"""Synthetic phantoms: plausible HU, class-specific lesions, determinism, real file formats."""
+"""Synthetic phantoms: plausible HU, class-specific lesions, determinism, real file formats; shape
+phantoms carry the same abnormal tissue in every class, in class-specific shapes and places."""
 from __future__ import annotations
 
 import hashlib
@@ -8,9 +9,10 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
+from scipy.ndimage import binary_erosion
 
 from nni_covid3d.data import load_dataset, read_mask, read_scan, write_synthetic_dataset
-from nni_covid3d.data.phantom import make_phantom, random_anatomy
+from nni_covid3d.data.phantom import PATTERNS, TissueBudget, make_phantom, make_shape_phantom, random_anatomy
 
 
 def _phantom(lesion, involvement, seed=0, size=48):
@@ -116,3 +118,100 @@ def test_involvement_range_sets_lesion_extent(tmp_path):
         write_synthetic_dataset("mosmed", tmp_path / "m", involvement=(0.1, 0.2), **kwargs)
     with pytest.raises(ValueError, match="0 < min <= max <= 1"):
         write_synthetic_dataset("ccccii", tmp_path / "bad", involvement=(0.4, 0.2), **kwargs)
+
+
+# ------------------------------------------------------------------------------- shape phantoms
+BUDGET = TissueBudget(ggo=0.12, consolidation=0.05)
+CROSS = np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], dtype=bool)
+
+
+def _shape_phantom(pattern, seed=0, size=48, **kwargs):
+    rng = np.random.default_rng(seed)
+    pixel = 0.72 * 512 / size
+    return make_shape_phantom(rng, random_anatomy(rng), size=size, n_slices=16, pattern=pattern, budget=BUDGET,
+                              spacing=(5.0, pixel, pixel), noise_hu=0.0, **kwargs)
+
+
+def _densities(p):
+    """Lung voxels at ground-glass and at consolidation density (without noise the two bands do not overlap)."""
+    v = p.volume.astype(np.int32)
+    return p.lungs & (v > -790) & (v < -220), p.lungs & (v >= -220) & (v < 250)
+
+
+def _core_share(mask):
+    """Share of ``mask``'s voxels whose four in-plane neighbours are in it too: 0 for lines, high for blobs."""
+    return binary_erosion(mask, CROSS).sum() / max(int(mask.sum()), 1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_shape_phantoms_carry_the_same_tissue_in_every_class(seed):
+    """Same seed: same chest, pose and densities in every class; the budget's voxel counts exactly,
+    and their HU values alike, whatever shape the class gives them."""
+    phantoms = {pattern: _shape_phantom(pattern, seed) for pattern in PATTERNS}
+    lung_voxels = int(phantoms["normal"].lungs.sum())
+    counts = {pattern: tuple(int(m.sum()) for m in _densities(p)) for pattern, p in phantoms.items()}
+    assert len(set(counts.values())) == 1, counts  # consolidation band: budget + vessels, as many in each
+    assert counts["normal"][0] == round(BUDGET.ggo * lung_voxels)
+    for band in range(2):
+        values = {pattern: p.volume[_densities(p)[band]] for pattern, p in phantoms.items()}
+        quantiles = np.array([np.percentile(v, [10, 50, 90]) for v in values.values()])
+        assert np.ptp(quantiles, axis=0).max() < 10.0, quantiles
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_shape_phantom_classes_differ_in_shape_and_place(seed):
+    from scipy.ndimage import distance_transform_edt
+
+    normal, covid, pneumonia = (_shape_phantom(pattern, seed) for pattern in PATTERNS)
+    # COVID: ground glass in rounded blobs; normal: the same ground glass as lines and rims.
+    assert _core_share(_densities(covid)[0]) > 0.2 and _core_share(_densities(normal)[0]) < 0.05
+    # Common pneumonia: consolidation as one solid region; normal (and COVID): nodules, collars, pleural layers.
+    assert _core_share(_densities(pneumonia)[1]) > 0.25
+    assert max(_core_share(_densities(normal)[1]), _core_share(_densities(covid)[1])) < 0.2
+    # Masks mark the disease only: bilateral COVID lesions, unilateral pneumonia, none in a normal scan.
+    assert normal.mask.sum() == 0 and covid.mask.sum() == _densities(covid)[0].sum()
+    sides = [(m[..., :24].sum(), m[..., 24:].sum()) for m in (covid.mask, pneumonia.mask)]
+    assert min(sides[0]) > 0.25 * sum(sides[0]) and min(sides[1]) == 0 < max(sides[1])
+    # COVID lesions lie peripheral and basal.
+    lesion, lungs = covid.mask > 0, covid.lungs
+    pleura = np.stack([distance_transform_edt(plane) for plane in lungs])
+    depth = np.broadcast_to(np.arange(lungs.shape[0])[:, None, None], lungs.shape)
+    assert pleura[lesion].mean() < pleura[lungs].mean() and depth[lesion].mean() < depth[lungs].mean()
+
+
+def test_shape_phantom_extent_spreads_the_same_tissue():
+    """MosMed grades: a larger lesion extent holds the same ground glass, patchily."""
+    for extent in (0.1, 0.6):
+        p = _shape_phantom("covid", extent=extent)
+        assert p.involvement == pytest.approx(extent, abs=0.02)
+        assert _densities(p)[0].sum() == round(BUDGET.ggo * p.lungs.sum())
+    with pytest.raises(ValueError, match="covid"):
+        _shape_phantom("normal", extent=0.3)
+    with pytest.raises(ValueError, match="pattern"):
+        _shape_phantom("ggo")
+
+
+def test_shape_phantoms_at_full_size_keep_sharp_edges():
+    """Above the working size the anatomy is interpolated, the abnormal tissue is not: the lung just
+    outside a lesion keeps lung density (a blurred edge would show thin structures in the histogram)."""
+    from scipy.ndimage import binary_dilation
+
+    p = _shape_phantom("covid", size=256)
+    lesion = p.mask > 0
+    ring = binary_dilation(lesion, CROSS) & ~lesion & p.lungs
+    between = (p.volume[ring] > -790) & (p.volume[ring] < -350)
+    assert ring.sum() > 1000 and between.mean() < 0.05, between.mean()
+
+
+def test_dataset_phantom_families(tmp_path, capsys):
+    from nni_covid3d.cli import main
+
+    kwargs = dict(n_patients=3, seed=2, size=32, slices=(4, 6))
+    shape = write_synthetic_dataset("covidctset", tmp_path / "shape", **kwargs)
+    intensity = write_synthetic_dataset("covidctset", tmp_path / "intensity", phantom="intensity", **kwargs)
+    assert _tree_digest(shape) != _tree_digest(intensity)
+    assert main(["synth", "--layout", "covidctset", "--out", str(tmp_path / "cli"), "--patients", "3", "--seed", "2",
+                 "--size", "32", "--slices", "4", "6", "--phantom", "intensity"]) == 0
+    assert _tree_digest(tmp_path / "cli") == _tree_digest(intensity)
+    with pytest.raises(ValueError, match="phantom"):
+        write_synthetic_dataset("ccccii", tmp_path / "bad", phantom="smooth", **kwargs)
