@@ -132,8 +132,9 @@ def _loader(dataset: Dataset, config: TrainConfig, *, shuffle: bool, sampler=Non
     )
 
 
-#: TrainConfig fields that do not change a run's results (a resume may change them).
-_RUNTIME_FIELDS = ("num_workers", "accelerator", "devices", "progress")
+#: TrainConfig fields a resume may change: where it runs, and ``epochs`` (to train longer; the
+#: schedule then keeps the checkpoint's length, so only an unchanged ``epochs`` repeats a run exactly).
+_RESUME_MAY_CHANGE = ("epochs", "num_workers", "accelerator", "devices", "progress")
 
 
 def _run_record(classifier: CovidClassifier, train_dataset: Dataset, val_dataset: Dataset,
@@ -143,7 +144,7 @@ def _run_record(classifier: CovidClassifier, train_dataset: Dataset, val_dataset
     return {
         **data_record(train_dataset, val_dataset, classifier.class_names),
         "model": {key: meta[key] for key in ("model_name", "arch", "in_channels", "preprocessing")},
-        "training": {key: value for key, value in asdict(config).items() if key not in _RUNTIME_FIELDS},
+        "training": {key: value for key, value in asdict(config).items() if key not in _RESUME_MAY_CHANGE},
     }
 
 

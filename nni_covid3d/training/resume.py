@@ -33,8 +33,8 @@ from nni_covid3d.data.io import describe_error, require_regular_file
 from nni_covid3d.data.records import DataError
 from nni_covid3d.training.checkpoint import CheckpointError, _check_archive, plain
 
-__all__ = ["RUN_KEY", "ResumeError", "AtomicCheckpointIO", "ResumableRun", "epoch_seed", "dataset_fingerprint", "data_record",
-           "read_training_checkpoint", "record_differences", "check_resume"]
+__all__ = ["RUN_KEY", "ResumeError", "AtomicCheckpointIO", "ResumableRun", "epoch_seed", "dataset_fingerprint",
+           "data_record", "read_training_checkpoint", "record_differences", "check_resume"]
 
 #: Key of the run record inside a checkpoint.
 RUN_KEY = "nni_covid3d_run"
@@ -85,10 +85,10 @@ class ResumableRun(pl.Callback):
 
     Args:
         seed: the run's seed.
-        loaders: the training (and, if augmented, validation) loaders as built (or dicts or lists of
-            them): their generators
-            (shared with loaders derived from them, e.g. GumbelDNAS's weight and architecture
-            loaders) and their datasets' ``set_random_state`` are reseeded each epoch.
+        loaders: the training (and, if augmented, validation) loaders as built, or dicts or lists of
+            them. Their generators (also those of loaders derived from them that share them, e.g.
+            GumbelDNAS's weight and architecture loaders) and their datasets (``set_random_state``)
+            are reseeded each epoch.
         record: what a resume must match (JSON-compatible; see :func:`check_resume`).
 
     With ``CRASH_ENV`` (``nni_covid3d.atomic``) set to ``batch:EPOCH:BATCH``, the process SIGKILLs
@@ -99,8 +99,8 @@ class ResumableRun(pl.Callback):
         self.seed = int(seed)
         self.loaders = list(_loaders(loaders))
         self.record = plain(record) if record is not None else None
-        self._start_epoch = 0
-        self._iterated = False
+        self._start_epoch = 0  # of this fit: the epochs its checkpoint finished
+        self._first_epoch_seeded = False
 
     def reseed(self, epoch: int) -> None:
         """Seed every random stream of epoch ``epoch``."""
@@ -122,26 +122,26 @@ class ResumableRun(pl.Callback):
                     continue
                 stream += 1
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._start_epoch, self._first_epoch_seeded = 0, False  # before a checkpoint is restored
+
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
         # The epochs the checkpoint finished: the loops are restored only after ``on_fit_start``.
         progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
         self._start_epoch = int(progress.get("processed", 0))
-        if self._iterated:  # a strategy that restores after on_fit_start (e.g. FSDP)
+        if self._first_epoch_seeded:  # a strategy that restores after on_fit_start (e.g. FSDP)
             self.reseed(self._start_epoch)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning creates (and prefetches from) the first epoch's iterator of a fit before
         # ``on_train_epoch_start``: seed that epoch here.
         self.reseed(self._start_epoch)
-        self._iterated = True
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start_epoch, self._iterated = 0, False
+        self._first_epoch_seeded = True
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._iterated:  # the fit's first epoch, seeded in on_fit_start
-            self._iterated = False
+        if self._first_epoch_seeded:  # in on_fit_start
+            self._first_epoch_seeded = False
             return
         self.reseed(trainer.current_epoch)  # later epochs' iterators are created after this hook
 
