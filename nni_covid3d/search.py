@@ -139,6 +139,7 @@ def run_search(
     resume: bool = False,
     accelerator: str = "auto",
     devices: int | str = 1,
+    num_nodes: int = 1,
     workers: int = 0,
     progress: bool = False,
     callbacks: Sequence[Any] = (),
@@ -162,6 +163,7 @@ def run_search(
             uninterrupted search; refused when the checkpoint's run had other settings.
         accelerator, devices, workers, progress: Lightning's and the loaders' settings; more than
             one device runs DDP.
+        num_nodes: machines of a multi-node DDP run (``devices`` each; launched by torchrun or SLURM).
         callbacks: extra Lightning callbacks. An :class:`~nni_covid3d.nnictl.NniReporter` is added
             unless one is given (it reports to NNI inside a trial, and records the history).
         metadata: stored in the architecture file beside the search's own settings.
@@ -237,9 +239,9 @@ def run_search(
                    "weight_decay": weight_decay, "arch_fraction": arch_fraction, "seed": seed},
     }
     resumable = ResumableRun(seed, [train_loader, val_loader], record)
-    many_devices = isinstance(devices, int) and devices > 1
+    many_devices = (isinstance(devices, int) and devices > 1) or num_nodes > 1
     trainer = Trainer(
-        max_epochs=epochs, accelerator=accelerator, devices=devices,
+        max_epochs=epochs, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
         # Unsampled candidates receive no gradient in a single-path step.
         strategy="ddp_find_unused_parameters_true" if many_devices else "auto",
         logger=pl.loggers.TensorBoardLogger(str(out), name="tensorboard") if out is not None else False,

@@ -59,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
     p.add_argument("--devices", default="1", help="number of devices (DDP when more than one)")
+    p.add_argument("--num-nodes", type=int, default=1,
+                   help="machines of a multi-node DDP run, --devices each (under torchrun or srun; README)")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoints/last.ckpt (gumbel-dnas), also after a crash: the result is "
                         "the uninterrupted search's; refused if the data, split, space or settings differ")
@@ -115,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
             data, space_config, strategy=args.strategy, strategy_options=_strategy_options(args),
             epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay,
             arch_fraction=args.arch_fraction, seed=args.seed, out_dir=args.out, resume=args.resume,
-            accelerator=args.accelerator, devices=devices, workers=args.workers, progress=not args.no_progress,
+            accelerator=args.accelerator, devices=devices, num_nodes=args.num_nodes, workers=args.workers,
+            progress=not args.no_progress,
             metadata={"dataset": args.dataset},
         )
     except (CheckpointError, ResumeError):

@@ -97,6 +97,9 @@ def _optim_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+    parser.add_argument("--devices", type=int, default=1, help="devices per machine (DDP when more than one)")
+    parser.add_argument("--num-nodes", type=int, default=1,
+                        help="machines of a multi-node DDP run, --devices each (under torchrun or srun; README)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -115,7 +118,8 @@ def _config(args: argparse.Namespace):
     return TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay,
         scheduler="none" if args.no_cosine else "cosine", balance=args.balance, monitor=args.monitor,
-        seed=args.seed, num_workers=args.workers, accelerator=args.accelerator, progress=not args.no_progress,
+        seed=args.seed, num_workers=args.workers, accelerator=args.accelerator, devices=args.devices,
+        num_nodes=args.num_nodes, progress=not args.no_progress,
     )
 
 

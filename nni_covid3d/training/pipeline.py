@@ -76,6 +76,7 @@ class TrainConfig:
     num_workers: int = 0
     accelerator: str = "auto"
     devices: int | str = 1
+    num_nodes: int = 1  # machines of a multi-node DDP run (torchrun, SLURM), ``devices`` each
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -134,7 +135,7 @@ def _loader(dataset: Dataset, config: TrainConfig, *, shuffle: bool, sampler=Non
 
 #: TrainConfig fields a resume may change: where it runs, and ``epochs`` (to train longer; the
 #: schedule then keeps the checkpoint's length, so only an unchanged ``epochs`` repeats a run exactly).
-_RESUME_MAY_CHANGE = ("epochs", "num_workers", "accelerator", "devices", "progress")
+_RESUME_MAY_CHANGE = ("epochs", "num_workers", "accelerator", "devices", "num_nodes", "progress")
 
 
 def _run_record(classifier: CovidClassifier, train_dataset: Dataset, val_dataset: Dataset,
@@ -239,6 +240,7 @@ def fit_classifier(
         max_epochs=config.epochs,
         accelerator=config.accelerator,
         devices=config.devices,
+        num_nodes=config.num_nodes,
         logger=loggers,
         plugins=[AtomicCheckpointIO()],
         callbacks=[ResumableRun(config.seed, [train_loader], record), checkpoint, last_checkpoint,
@@ -257,9 +259,10 @@ def fit_classifier(
         weights_only=True,
     )
     history = _history(out_dir / "csv")
-    atomic_write_text(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
-    if history:
-        plot_training_curves(history, out_dir / "training_curves.png")
+    if trainer.is_global_zero:  # the loggers write on rank 0 only; other ranks (nodes) may not see its files
+        atomic_write_text(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
+        if history:
+            plot_training_curves(history, out_dir / "training_curves.png")
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
     score = checkpoint.best_model_score
     return TrainResult(

@@ -1,7 +1,12 @@
-"""Run GumbelDNAS under Lightning DDP on CPU (gloo), 2 processes. Used by test_ddp.py.
+"""Run GumbelDNAS under Lightning DDP on CPU (gloo), 2 processes. Used by test_ddp.py and test_multinode.py.
 
 Usage: python -m tests.strategies.ddp_search OUT_DIR
 Lightning re-launches this script for rank 1; every rank saves its logits, rank 0 alone the export.
+
+Usage: torchrun --nnodes 2 --nproc-per-node 1 --node-rank R ... -m tests.strategies.ddp_search OUT_DIR --num-nodes 2
+The same search with one process on each of two nodes: every rank saves its logits into OUT_DIR (the
+test's record), and each node gets its own output folder OUT_DIR/node<R> (as separate machines would),
+where rank 0 alone writes the export.
 """
 from __future__ import annotations
 
@@ -14,13 +19,22 @@ import torch
 from nni_covid3d.strategies import GumbelDNAS
 from tests.strategies.toy import MixedSpace, image_dataset, make_evaluator, run_search
 
+#: The processes of every run: 2 devices on one node, or 1 device on each of 2 nodes.
+WORLD_SIZE = 2
 
-def main(out: Path) -> None:
-    launch_rank = os.environ.get("LOCAL_RANK", "0")  # unset in the process that starts the others
+
+def main(out: Path, num_nodes: int = 1) -> None:
+    if num_nodes == 1:
+        launch_rank = os.environ.get("LOCAL_RANK", "0")  # unset in the process that starts the others
+        export_dir = out
+    else:  # torchrun sets the global rank and the node's rank for every process
+        launch_rank = os.environ["RANK"]
+        export_dir = out / f"node{os.environ['GROUP_RANK']}"
     torch.manual_seed(int(launch_rank))  # different weight init per rank: DDP must broadcast rank 0's
     evaluator = make_evaluator(image_dataset(64), image_dataset(32, seed=1), epochs=2, batch_size=8,
-                               devices=2, strategy="ddp")
-    strategy = GumbelDNAS(seed=0, arc_learning_rate=0.05, export_path=out / f"export_from_rank{launch_rank}.json")
+                               devices=WORLD_SIZE // num_nodes, num_nodes=num_nodes, strategy="ddp")
+    strategy = GumbelDNAS(seed=0, arc_learning_rate=0.05,
+                          export_path=export_dir / f"export_from_rank{launch_rank}.json")
     run_search(MixedSpace(), evaluator, strategy)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     alphas = {str(k): v.detach().clone() for k, v in strategy.oneshot_module.label_alphas().items()}
@@ -29,4 +43,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), int(sys.argv[sys.argv.index("--num-nodes") + 1]) if "--num-nodes" in sys.argv else 1)
