@@ -13,7 +13,8 @@ function of their rank inside each structure (denser towards its core), so the v
 is the same whatever the shape. The class (a :data:`PATTERNS` entry) decides where the budgets go:
 
 * ``"covid"``: ground glass as bilateral, peripheral, multifocal rounded blobs, lower-zone
-  predominant (the lesion mask); consolidation density as look-alikes (below);
+  predominant, part of the consolidation as their dense cores (the lesion mask); the rest of the
+  consolidation as look-alikes (below);
 * ``"pneumonia"``: consolidation as one unilateral lobar / segmental region with air bronchograms,
   ground glass as a thin halo around it (both the lesion mask) and as look-alikes;
 * ``"normal"``: both budgets as look-alikes that are not disease: dependent subpleural bands,
@@ -390,7 +391,7 @@ def make_shape_phantom(
     lung_voxels = int(chest.lung_any.sum())
     n_ggo, n_cons = (int(round(f * lung_voxels)) for f in (budget.ggo, budget.consolidation))
     if pattern == "covid":
-        n_ggo = placer.covid_lesions(n_ggo, None if extent is None else int(round(extent * lung_voxels)))
+        n_ggo, n_cons = placer.covid_lesions(n_ggo, n_cons, None if extent is None else int(round(extent * lung_voxels)))
     elif pattern == "pneumonia":
         n_cons, n_ggo = placer.lobar_pneumonia(n_cons, n_ggo)
     placer.look_alikes(_CONSOLIDATION, n_cons)
@@ -537,15 +538,17 @@ class _Placer:
         return n - int(self.place(score, n, kind, lesion=lesion).sum())
 
     # ------------------------------------------------------------------------------ disease
-    def covid_lesions(self, n_ggo: int, n_extent: int | None) -> int:
-        """Bilateral, peripheral, lower-zone rounded ground-glass blobs; returns the ground glass left over.
+    def covid_lesions(self, n_ggo: int, n_cons: int, n_extent: int | None) -> tuple[int, int]:
+        """Bilateral, peripheral, lower-zone rounded ground-glass blobs, a share of the consolidation
+        as their dense cores; returns the (ground glass, consolidation) left over.
 
-        ``n_extent`` (voxels) sets the lesions' extent, filled patchily when ``n_ggo`` is smaller."""
-        n_region = n_ggo if n_extent is None else n_extent
+        ``n_extent`` (voxels) sets the lesions' extent, filled patchily when the tissue is short."""
+        n_core = int(round(self.rng.uniform(0.3, 0.8) * n_cons))
+        n_region = n_ggo + n_core if n_extent is None else n_extent
         share = self.rng.uniform(0.35, 0.65)
         region = np.zeros(self.shape, dtype=bool)
         core_score = np.full(self.shape, -np.inf, dtype=np.float32)
-        radius_mm = (max(12.0, 2.5 * self.pixel_mm), max(28.0, 4.5 * self.pixel_mm))
+        radius_mm = (max(15.0, 3.0 * self.pixel_mm), max(35.0, 6.0 * self.pixel_mm))
         mean_volume = 4.0 / 3.0 * np.pi * np.mean(radius_mm) ** 3 / (self.slice_mm * self.pixel_mm**2)
         lower = np.clip(1.15 - self.t, 0.05, None) ** 2
         for side, n_side in enumerate((int(round(share * n_region)), n_region - int(round(share * n_region)))):
@@ -556,17 +559,20 @@ class _Placer:
             taken = self.place(score, n_side, 0, allowed=lung)
             region |= taken
             core_score = np.where(taken, score, core_score)
-        if n_extent is None:  # solid lesions: the region is the ground glass
-            self._relabel(region, core_score, _GGO)
-            self.lesion |= region
-            return n_ggo - int(region.sum())
-        # Patchy lesions: ground glass on part of the region, in a fine mottled pattern, denser at the cores.
         self.lesion |= region
+        self.free |= region  # the region's voxels were reserved with label 0
+        cores = self.place(np.where(region, core_score, -np.inf), n_core, _CONSOLIDATION, lesion=True)
+        if n_extent is None:  # solid lesions: ground glass around the cores fills the region
+            rest = region & ~cores
+            self._relabel(rest, core_score, _GGO)
+            self.free &= ~rest
+            return n_ggo - int(rest.sum()), n_cons - int(cores.sum())
+        # Patchy lesions: ground glass on part of the region, in a fine mottled pattern, denser at the
+        # cores; the unfilled voxels stay free.
         patches = _smooth_field(self.rng, self.shape, grid=max(12, self.shape[1] // 3), sigma=0.8) + 2.0 * np.where(region, core_score, 0.0)
-        fill = min(n_ggo, int(region.sum()))
-        self.free |= region  # the region's voxels were reserved with label 0; the unfilled stay free
+        fill = min(n_ggo, int((region & ~cores).sum()))
         taken = self.place(np.where(region, patches, -np.inf), fill, _GGO, lesion=True)
-        return n_ggo - int(taken.sum())
+        return n_ggo - int(taken.sum()), n_cons - int(cores.sum())
 
     def _relabel(self, where: np.ndarray, score: np.ndarray, kind: int) -> None:
         """Give the voxels of ``where`` (already taken) the label ``kind`` and ranks from ``score``."""
@@ -643,18 +649,14 @@ class _Placer:
         self.thicken(left, kind, (self.label == kind) & ~before)
 
     def _bands(self, kind: int, n: int) -> int:
-        """Thin subpleural bands parallel to the pleura, dependent and basal first; deeper layers when
-        one is full."""
-        tilt = self.rng.uniform(0.5, 1.0)
-        order = self.yy - tilt * self.t  # posterior and basal first
-        placed = 0
-        for layer in range(6):
-            depth = 2.0 + 3.0 * layer
-            ring = (np.abs(self.pleura - depth) < 0.5) & (self.yy > -0.2)
-            placed += int(self.place(np.where(ring, order, -np.inf), n - placed, kind).sum())
-            if placed >= n:
-                break
-        return placed
+        """Thin subpleural bands parallel to the pleura, one pixel thick, a gap of one or two between
+        layers: dependent and basal first, deeper layers before anterior ones."""
+        order = self.yy - self.rng.uniform(0.5, 1.0) * self.t  # posterior and basal first
+        score = np.full(self.shape, -np.inf, dtype=np.float32)
+        for layer in range(12):
+            ring = np.abs(self.pleura - (2.0 + 2.5 * layer)) < 0.5
+            score = np.where(ring, order - 0.5 * layer, score)
+        return int(self.place(score, n, kind).sum())
 
     def _fissures(self, kind: int, n: int) -> int:
         """An oblique fissure per lung: in each slice a thin line whose anteroposterior place moves with height."""
