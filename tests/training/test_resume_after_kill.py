@@ -1,6 +1,7 @@
 """``nni-covid3d retrain`` killed with SIGKILL (inside an epoch, while a checkpoint is written) and rerun
 with ``--resume`` ends with the uninterrupted run's best and last weights and test metrics; a resume
-with other settings or a damaged checkpoint is refused, naming what differs or the file."""
+with other settings or a damaged checkpoint is refused, naming what differs or the file; a cut
+preprocessing cache entry is recomputed."""
 from __future__ import annotations
 
 import json
@@ -120,3 +121,22 @@ def test_resume_with_other_settings_or_a_damaged_checkpoint_is_refused(interrupt
         assert f"error: {last}" in capsys.readouterr().err
     finally:
         last.write_bytes(whole)
+
+
+def test_cut_cache_entry_is_recomputed(inputs, tmp_path):
+    from nni_covid3d.data import Preprocessing, load_dataset, make_dataset
+
+    scans = load_dataset("ccccii", inputs[0]).scans[:2]
+    preprocessing = Preprocessing(depth=8, height=32, width=32)
+    dataset = make_dataset(scans, preprocessing, train=False, cache_dir=tmp_path)
+    first = [dataset[i]["image"] for i in range(2)]
+    entries = sorted(tmp_path.glob("prep-*/*.pt"))
+    assert len(entries) == 2 and not list(tmp_path.glob("prep-*/.*"))  # whole entries, no temporary files left
+    for entry in entries:  # as a crash of a non-atomic writer would leave them
+        entry.write_bytes(entry.read_bytes()[:100])
+    dataset = make_dataset(scans, preprocessing, train=False, cache_dir=tmp_path)
+    with pytest.warns(UserWarning, match="unreadable cache entry"):
+        again = [dataset[i]["image"] for i in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(again, first))
+    for entry in entries:  # rewritten whole
+        assert torch.load(entry, weights_only=True)["image"].shape[-2:] == (32, 32)
