@@ -31,6 +31,7 @@ A run that is stopped resumes where it stopped: a model whose ``record.json`` ex
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -374,8 +375,10 @@ def run_benchmark(
                              learning_rate=settings.learning_rate, seed=seed, accelerator=settings.accelerator,
                              progress=False)
         start = time.perf_counter()
+        # A model whose training was stopped continues from its last epoch (resume is exact).
+        resume = (run_dir / "train" / "checkpoints" / "last.ckpt").is_file()
         result = train_model(name, data.train, data.val, run_dir / "train", class_names=class_names, config=config,
-                             arch=arch, preprocessing=preprocessing.to_dict())
+                             arch=arch, preprocessing=preprocessing.to_dict(), resume=resume)
         seconds = time.perf_counter() - start
         labels, probs = predict(load_classifier(result.best_checkpoint).model, test_set,
                                 batch_size=settings.batch_size, progress=False)
@@ -398,9 +401,14 @@ def run_benchmark(
     def searched(strategy: str, seed: int) -> Callable[[Path], RunRecord]:
         def make(run_dir: Path) -> RunRecord:
             start = time.perf_counter()
+            search_dir = run_dir / "search"
+            # A stopped GumbelDNAS search continues from its last epoch; NNI's strategies start again.
+            resume = strategy == "gumbel-dnas" and (search_dir / "checkpoints" / "last.ckpt").is_file()
+            if not resume and search_dir.exists():
+                shutil.rmtree(search_dir)
             result = run_search(data, space_config, strategy=strategy, epochs=settings.search_epochs,
                                 batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=seed,
-                                out_dir=run_dir / "search", accelerator=settings.accelerator)
+                                out_dir=search_dir, resume=resume, accelerator=settings.accelerator)
             search_seconds = time.perf_counter() - start
             val_score, probs, train_seconds = retrain("covidnet3d", run_dir, seed, result.architecture)
             return RunRecord(strategy, seed, 0, **cost(build_model(result.architecture)), val_score=val_score,
