@@ -237,7 +237,7 @@ def test_remote_config_runs_trials_on_both_machines(tmp_path: Path, machines: li
         experiment.stop()
     leftovers = experiment.leftover_processes()
     assert not leftovers, f"processes left after nnictl stop: {leftovers}"
-    assert status["status"] == "DONE", status
+    assert status["status"] == "DONE", f"{status}\n{experiment.logs()}"
     assert len(trials) == 2
     for trial in trials:
         assert trial["status"] == "SUCCEEDED", _runner_output(experiment.id)
@@ -251,13 +251,14 @@ def test_remote_config_runs_trials_on_both_machines(tmp_path: Path, machines: li
     for machine in machines:
         assert "Accepted publickey" in machine.log.read_text()
         # Each machine wrote its own synthetic data (no --data-root) under its own HOME.
-        assert list((machine.home / ".cache" / "nni-covid3d" / "synthetic").glob("ccccii-p9-*")), machine.name
+        assert list((machine.home / ".cache" / "nni-covid3d" / "synthetic").glob("ccccii-p9-*")), \
+            f"{machine.name} wrote no data: {ran}, {homes}"
     # Each trial trained the parameters the manager recorded for it, and stored them beside its result.
     stored = {}
     for trial in trials:
         folder = REMOTE_ROOT / experiment.id / "trials" / trial["trialJobId"] / "nnioutput"
         result = json.loads((folder / "result.json").read_text())
-        assert result["params"] == json.loads(trial["hyperParameters"][0])["parameters"]
+        assert result["params"] == json.loads(trial["hyperParameters"][0])["parameters"], trial["trialJobId"]
         assert result["final"]["default"] == json.loads(json.loads(trial["finalMetricData"][0]["data"]))["default"]
         stored[trial["trialJobId"]] = json.loads((folder / "architecture.json").read_text())
 
