@@ -141,6 +141,7 @@ def run_search(
     devices: int | str = 1,
     num_nodes: int = 1,
     workers: int = 0,
+    precision: str = "32-true",
     progress: bool = False,
     callbacks: Sequence[Any] = (),
     metadata: Mapping[str, Any] | None = None,
@@ -164,6 +165,9 @@ def run_search(
         accelerator, devices, workers, progress: Lightning's and the loaders' settings; more than
             one device runs DDP.
         num_nodes: machines of a multi-node DDP run (``devices`` each; launched by torchrun or SLURM).
+        precision: Lightning's precision (``nni_covid3d.precision.PRECISIONS``); under ``bf16-mixed`` and
+            ``16-mixed`` GumbelDNAS keeps its logits, noise and softmax in fp32; ``16-mixed`` needs a
+            CUDA GPU. It is part of what a resume must match.
         callbacks: extra Lightning callbacks. An :class:`~nni_covid3d.nnictl.NniReporter` is added
             unless one is given (it reports to NNI inside a trial, and records the history).
         metadata: stored in the architecture file beside the search's own settings.
@@ -183,6 +187,7 @@ def run_search(
     from nni_covid3d.data import patient_holdout_indices
     from nni_covid3d.data.loading import drop_remainder
     from nni_covid3d.nnictl.reporter import NniReporter
+    from nni_covid3d.precision import check_precision
     from nni_covid3d.atomic import atomic_write_text
     from nni_covid3d.search_spaces import CovidNet3DSpace, export_architecture, save_architecture
     from nni_covid3d.training import CovidClassifier
@@ -190,6 +195,7 @@ def run_search(
 
     if strategy not in STRATEGY_NAMES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGY_NAMES}")
+    check_precision(precision, accelerator)
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be at least 1, got {epochs} and {batch_size}")
     if len(data.train_patients) != len(data.train):
@@ -236,12 +242,14 @@ def run_search(
         "strategy": {"name": strategy, **{key: value for key, value in (strategy_options or {}).items()
                                           if key != "checkpoint_candidates"}},
         "search": {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-                   "weight_decay": weight_decay, "arch_fraction": arch_fraction, "seed": seed},
+                   "weight_decay": weight_decay, "arch_fraction": arch_fraction, "seed": seed,
+                   # fp32 is left out, so that checkpoints written before the precision option still resume.
+                   **({"precision": precision} if precision != "32-true" else {})},
     }
     resumable = ResumableRun(seed, [train_loader, val_loader], record)
     many_devices = (isinstance(devices, int) and devices > 1) or num_nodes > 1
     trainer = Trainer(
-        max_epochs=epochs, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+        max_epochs=epochs, accelerator=accelerator, devices=devices, num_nodes=num_nodes, precision=precision,
         # Unsampled candidates receive no gradient in a single-path step.
         strategy="ddp_find_unused_parameters_true" if many_devices else "auto",
         logger=pl.loggers.TensorBoardLogger(str(out), name="tensorboard") if out is not None else False,

@@ -15,6 +15,7 @@ import argparse
 
 from nni_covid3d.cli import UserError
 from nni_covid3d.cli.train import add_dataset_arguments
+from nni_covid3d.precision import add_precision_argument, check_precision
 from nni_covid3d.search import STRATEGY_NAMES
 
 
@@ -61,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--devices", default="1", help="number of devices (DDP when more than one)")
     p.add_argument("--num-nodes", type=int, default=1,
                    help="machines of a multi-node DDP run, --devices each (under torchrun or srun; README)")
+    add_precision_argument(p)
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoints/last.ckpt (gumbel-dnas), also after a crash: the result is "
                         "the uninterrupted search's; refused if the data, split, space or settings differ")
@@ -96,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from nni_covid3d.training.checkpoint import CheckpointError
     from nni_covid3d.training.resume import ResumeError
 
+    check_precision(args.precision, args.accelerator)  # before any data is read
     if not args.root.is_dir():
         raise FileNotFoundError(f"dataset root {args.root} does not exist")
     index = load_dataset(args.dataset, args.root, task=args.task, skip_bad=args.skip_bad)
@@ -118,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
             epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay,
             arch_fraction=args.arch_fraction, seed=args.seed, out_dir=args.out, resume=args.resume,
             accelerator=args.accelerator, devices=devices, num_nodes=args.num_nodes, workers=args.workers,
-            progress=not args.no_progress,
+            precision=args.precision, progress=not args.no_progress,
             metadata={"dataset": args.dataset},
         )
     except (CheckpointError, ResumeError):

@@ -15,6 +15,7 @@ from pathlib import Path
 from nni_covid3d.cli import UserError
 from nni_covid3d.data import DATASETS
 from nni_covid3d.models import MODEL_NAMES
+from nni_covid3d.precision import add_precision_argument
 
 
 
@@ -100,6 +101,7 @@ def _optim_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", type=int, default=1, help="devices per machine (DDP when more than one)")
     parser.add_argument("--num-nodes", type=int, default=1,
                         help="machines of a multi-node DDP run, --devices each (under torchrun or srun; README)")
+    add_precision_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -113,13 +115,15 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace):
+    from nni_covid3d.precision import check_precision
     from nni_covid3d.training.pipeline import TrainConfig
 
+    check_precision(args.precision, args.accelerator)  # before any data is read
     return TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay,
         scheduler="none" if args.no_cosine else "cosine", balance=args.balance, monitor=args.monitor,
         seed=args.seed, num_workers=args.workers, accelerator=args.accelerator, devices=args.devices,
-        num_nodes=args.num_nodes, progress=not args.no_progress,
+        num_nodes=args.num_nodes, progress=not args.no_progress, precision=args.precision,
     )
 
 

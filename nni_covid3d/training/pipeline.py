@@ -78,6 +78,7 @@ class TrainConfig:
     devices: int | str = 1
     num_nodes: int = 1  # machines of a multi-node DDP run (torchrun, SLURM), ``devices`` each
     progress: bool = True
+    precision: str = "32-true"  # Lightning's ``Trainer(precision=...)``: nni_covid3d.precision.PRECISIONS
 
     def __post_init__(self) -> None:
         if self.balance not in BALANCE_MODES:
@@ -86,6 +87,10 @@ class TrainConfig:
             raise ValueError(f"monitor must be one of {tuple(MONITORS)}, got {self.monitor!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be positive, got {self.epochs} and {self.batch_size}")
+        from nni_covid3d.precision import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 @dataclass
@@ -145,7 +150,9 @@ def _run_record(classifier: CovidClassifier, train_dataset: Dataset, val_dataset
     return {
         **data_record(train_dataset, val_dataset, classifier.class_names),
         "model": {key: meta[key] for key in ("model_name", "arch", "in_channels", "preprocessing")},
-        "training": {key: value for key, value in asdict(config).items() if key not in _RESUME_MAY_CHANGE},
+        # fp32 is left out, so that checkpoints written before the precision option still resume.
+        "training": {key: value for key, value in asdict(config).items()
+                     if key not in _RESUME_MAY_CHANGE and (key, value) != ("precision", "32-true")},
     }
 
 
@@ -200,8 +207,10 @@ def fit_classifier(
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
     from nni_covid3d.nnictl.reporter import NniReporter
+    from nni_covid3d.precision import check_precision
 
     config = config or TrainConfig()
+    check_precision(config.precision, config.accelerator)
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
@@ -241,6 +250,7 @@ def fit_classifier(
         accelerator=config.accelerator,
         devices=config.devices,
         num_nodes=config.num_nodes,
+        precision=config.precision,
         logger=loggers,
         plugins=[AtomicCheckpointIO()],
         callbacks=[ResumableRun(config.seed, [train_loader], record), checkpoint, last_checkpoint,
