@@ -20,7 +20,8 @@ from typing import Any
 import yaml
 
 __all__ = [
-    "free_port", "prepare_config", "nnictl_create", "wait_until_done", "nnictl_stop", "run_config"
+    "free_port", "prepare_config", "nnictl_create", "wait_until_done", "nnictl_stop", "run_config",
+    "runs_on_other_machines",
 ]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -53,7 +54,8 @@ def prepare_config(
 ) -> dict[str, Any]:
     """Write a runnable copy of a user-facing config and return it.
 
-    The leading ``python`` of ``trialCommand`` becomes ``python`` (this interpreter by default);
+    The leading ``python`` of ``trialCommand`` becomes ``python`` (this interpreter by default), except
+    in configs whose trials run on other machines (``remote``), where it stays as written;
     ``extra_trial_args`` are appended (argparse keeps the last value, so they override the budget);
     relative paths are resolved against the original config's folder; NNI's working directory
     (logs, database, trial folders) becomes ``work_dir``; ``overrides`` replace top-level fields.
@@ -63,6 +65,8 @@ def prepare_config(
     command = shlex.split(config["trialCommand"])
     if command[0] not in ("python", "python3"):
         raise ValueError(f"{config_path}: trialCommand should start with 'python', got {command[0]!r}")
+    if runs_on_other_machines(config):  # each machine's pythonPath decides which `python` runs there
+        python = command[0]
     command[0] = python
     config["trialCommand"] = shlex.join(command) + (" " + extra_trial_args if extra_trial_args else "")
     base = config_path.parent
@@ -74,6 +78,13 @@ def prepare_config(
     config.update(overrides or {})
     Path(out_path).write_text(yaml.safe_dump(config, sort_keys=False))
     return config
+
+
+def runs_on_other_machines(config: dict[str, Any]) -> bool:
+    """Whether a config's trials run on machines other than this one (any non-``local`` training service)."""
+    services = config.get("trainingService") or {}
+    services = services if isinstance(services, list) else [services]
+    return any(service.get("platform", "local") != "local" for service in services)
 
 
 def _nnictl() -> str:

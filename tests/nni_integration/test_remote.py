@@ -336,6 +336,15 @@ def test_unreachable_machine_fails_nnictl_create_with_the_connection_error(
     assert not _pids_with_env("NNI_EXP_ID", experiment_id)
 
 
+def test_runnable_copies_keep_python_for_the_machines_and_pin_it_locally(tmp_path: Path) -> None:
+    from nni_covid3d.nnictl.run import prepare_config
+
+    remote = prepare_config(REMOTE_CONFIG, tmp_path / "remote.yml", tmp_path / "work")
+    local = prepare_config(REMOTE_CONFIG.with_name("arch_search.yml"), tmp_path / "local.yml", tmp_path / "work")
+    assert shlex.split(remote["trialCommand"])[0] == "python"  # each machine's pythonPath finds it there
+    assert shlex.split(local["trialCommand"])[0] == sys.executable
+
+
 def _runner_output(experiment_id: str) -> str:
     """The machines' trial runner logs (they hold the trials' stdout and stderr in reuse mode)."""
     return "\n".join(f"--- {log}\n{log.read_text()[-3000:]}"
