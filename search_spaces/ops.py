@@ -111,17 +111,21 @@ class _DepthwiseConv3dCPU(torch.autograd.Function):
         p = ctx.padding
         channels = weight.shape[0]
         grad_out = grad_out.contiguous()
+        # Under autocast (bf16-mixed) the forward ran in grad_out's dtype; each gradient returns in
+        # its input's dtype (no-ops in fp32).
+        dtype = grad_out.dtype
         grad_x = grad_w = None
         if _engine_needs_gradient(ctx, 0):
-            grad_x = nn.functional.conv3d(grad_out, weight.flip(2, 3, 4), padding=p, groups=channels)
+            grad_x = nn.functional.conv3d(grad_out, weight.to(dtype).flip(2, 3, 4), padding=p,
+                                          groups=channels).to(x.dtype)
         if _engine_needs_gradient(ctx, 1):
             n, c, d, h, w = grad_out.shape
-            padded = nn.functional.pad(x, (p,) * 6)
+            padded = nn.functional.pad(x.to(dtype), (p,) * 6)
             grad_w = nn.functional.conv3d(
                 padded.transpose(0, 1).reshape(1, c * n, *padded.shape[2:]),
                 grad_out.transpose(0, 1).reshape(c, n, d, h, w),
                 groups=c,
-            ).reshape(weight.shape)
+            ).reshape(weight.shape).to(weight.dtype)
         return grad_x, grad_w, None
 
 

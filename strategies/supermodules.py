@@ -72,14 +72,19 @@ def hard_gumbel_draws(
     The noise is drawn label by label in the mapping's order (the same numbers as one call per label),
     but moved to the device in one copy and the indices read back in one transfer: on a GPU, one
     synchronisation per step instead of one per label.
+
+    Under mixed precision (autocast) the logits, the noise and the softmax stay fp32: autocast is off
+    here, so the draws and the straight-through weights are those of an fp32 run. The weight (exactly
+    1 forward) scales a lower-precision activation without changing its dtype.
     """
     if not alphas:
         return {}
     labels = list(alphas)
     noise = _gumbel_noise(alphas, generator)
     first = alphas[labels[0]]
-    noise_on_device = torch.cat(noise).to(first.device, first.dtype).split([n.numel() for n in noise])
-    softs = [F.softmax((alphas[label] + g) / tau, dim=-1) for label, g in zip(labels, noise_on_device)]
+    noise_on_device = torch.cat(noise).to(first.device, torch.float32).split([n.numel() for n in noise])
+    with torch.autocast(first.device.type, enabled=False):
+        softs = [F.softmax((alphas[label].float() + g) / tau, dim=-1) for label, g in zip(labels, noise_on_device)]
     indices = torch.stack([torch.argmax(soft.detach()) for soft in softs]).tolist()
     draws = {}
     for label, soft, index in zip(labels, softs, indices):
@@ -137,11 +142,34 @@ def count_flops(fn: Any, *args: Any, **kwargs: Any) -> float:
     return float(counter.get_total_flops())
 
 
+class _ScaleLowPrecision(torch.autograd.Function):
+    """``x * weight`` for a bf16/fp16 ``x`` and an fp32 0-d ``weight``: the output keeps ``x``'s dtype, and
+    ``d loss / d weight = sum(grad * x)`` is summed in fp32 (a low-precision sum over a whole activation
+    would round the straight-through gradient of the logits to 2-3 significant digits)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return x * weight.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x, weight = ctx.saved_tensors
+        grad_x = grad * weight.to(grad.dtype) if ctx.needs_input_grad[0] else None
+        grad_weight = (grad.float() * x.float()).sum().to(weight.dtype) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_weight
+
+
 def _scale(output: Any, weight: torch.Tensor | None) -> Any:
-    """Multiply every tensor in ``output`` (tensor / tuple / list / dict) by the 0-d ``weight``."""
+    """Multiply every tensor in ``output`` (tensor / tuple / list / dict) by the 0-d ``weight``.
+
+    Under mixed precision the activation keeps its dtype and the weight's gradient is summed in fp32.
+    """
     if weight is None:
         return output
     if isinstance(output, torch.Tensor):
+        if output.dtype != weight.dtype and output.is_floating_point():
+            return _ScaleLowPrecision.apply(output, weight)
         return output * weight.to(output.dtype)
     if isinstance(output, (list, tuple)):
         return type(output)(_scale(o, weight) for o in output)

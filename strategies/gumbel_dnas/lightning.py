@@ -42,11 +42,24 @@ def _all_reduce_mean(tensors: list[torch.Tensor]) -> None:
         offset += t.numel()
 
 
+def _fp32(like: torch.Tensor) -> torch.autocast:
+    """Autocast off on ``like``'s device: what runs inside stays fp32 under mixed precision."""
+    return torch.autocast(like.device.type, enabled=False)
+
+
 class GumbelDNASLightningModule(DartsLightningModule):
     """Search logic of :class:`GumbelDNAS` (wraps the evaluator's LightningModule).
 
     ``batch`` in :meth:`training_step` is ``{"train": weight batch, "arch": architecture batch}``.
     Validation runs the current argmax architecture (the one that would be exported).
+
+    Mixed precision (``Trainer(precision="bf16-mixed" | "16-mixed")``): the network runs under
+    autocast, while the logits, the Gumbel noise, the softmax, the score-function surrogate and the
+    cost penalties stay fp32, and the straight-through weight's gradient is summed in fp32
+    (``supermodules._scale``). Both optimizers step through Lightning's precision plugin. Under
+    16-mixed the architecture loss is scaled by the run's GradScaler before its gradient is taken
+    and weight gradients are clipped after unscaling (:meth:`advance_optimization`); this is tested
+    on the CPU with a float16 plugin, but not yet on a GPU.
     """
 
     def __init__(self, training_module: pl.LightningModule, settings: SearchSettings = SearchSettings()):
@@ -180,6 +193,23 @@ class GumbelDNASLightningModule(DartsLightningModule):
             arch_loss = self.straight_through_loss(batch, batch_idx)
         else:
             arch_loss = self.score_function_loss(batch, batch_idx)
+        with _fp32(arch_loss):
+            arch_loss = self._add_penalties(arch_loss.float())
+        scaler = self._grad_scaler()
+        alphas = self.arch_parameters()
+        # 16-mixed: the loss is scaled like the weight step's; the optimizer step unscales the gradients
+        # and skips the update when they overflowed (Lightning's precision plugin, GradScaler).
+        grads = torch.autograd.grad(scaler.scale(arch_loss) if scaler is not None else arch_loss, alphas,
+                                    allow_unused=True)
+        grads = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads)]
+        _all_reduce_mean(grads)
+        arc_optim.zero_grad()
+        for alpha, grad in zip(alphas, grads):
+            alpha.grad = grad
+        arc_optim.step()
+
+    def _add_penalties(self, arch_loss: torch.Tensor) -> torch.Tensor:
+        """``arch_loss`` plus the FLOPs and size budget penalties (those that are set)."""
         if self.settings.flops_budget is not None:
             expected_flops, _ = self.expected_flops()
             penalty = self.settings.penalty_weight * F.relu(expected_flops / self.settings.flops_budget - 1.0)
@@ -190,14 +220,32 @@ class GumbelDNASLightningModule(DartsLightningModule):
             penalty = self.settings.penalty_weight * F.relu(expected / self.settings.size_budget_mb - 1.0)
             self.log("arch/size_penalty", penalty.detach())
             arch_loss = arch_loss + penalty
-        alphas = self.arch_parameters()
-        grads = torch.autograd.grad(arch_loss, alphas, allow_unused=True)
-        grads = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads)]
-        _all_reduce_mean(grads)
-        arc_optim.zero_grad()
-        for alpha, grad in zip(alphas, grads):
-            alpha.grad = grad
-        arc_optim.step()
+        return arch_loss
+
+    def _grad_scaler(self) -> torch.amp.GradScaler | None:
+        """The loss scaler of a 16-mixed run (``None`` under 32-true and bf16-mixed)."""
+        return getattr(self.trainer.precision_plugin, "scaler", None)
+
+    def advance_optimization(self, loss: Any, batch_idx: int, gradient_clip_val: float | None = None,
+                             gradient_clip_algorithm: str | None = None) -> None:
+        """NNI's weight step; under 16-mixed the gradients are clipped after they are unscaled.
+
+        NNI clips between backward and the optimizer step, where 16-mixed gradients are still
+        multiplied by the loss scale; here the clipping moves to :meth:`on_before_optimizer_step`,
+        which Lightning's precision plugin calls after unscaling.
+        """
+        if self._grad_scaler() is None or not gradient_clip_val:
+            return super().advance_optimization(loss, batch_idx, gradient_clip_val, gradient_clip_algorithm)
+        self._deferred_clip = (gradient_clip_val, gradient_clip_algorithm)
+        try:
+            super().advance_optimization(loss, batch_idx, None, None)
+        finally:
+            self._deferred_clip = None
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        deferred = getattr(self, "_deferred_clip", None)
+        if deferred is not None and not getattr(optimizer, "is_arch_optimizer", False):
+            self.clip_gradients(optimizer, *deferred)
 
     def _arch_forward(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """The architecture batch's loss through the current path (FLOPs measured on the first call)."""
@@ -234,9 +282,11 @@ class GumbelDNASLightningModule(DartsLightningModule):
         tau = float(self.temperature)
         alphas = self.label_alphas()
         surrogate = torch.zeros((), device=loss.device)
-        for path, adv in zip(paths, advantage):
-            log_prob = sum(F.log_softmax(alphas[label] / tau, -1)[draw.index] for label, draw in path.items())
-            surrogate = surrogate + adv * log_prob
+        with _fp32(loss):  # the logits' log-probabilities in fp32 under mixed precision
+            for path, adv in zip(paths, advantage):
+                log_prob = sum(F.log_softmax(alphas[label].float() / tau, -1)[draw.index]
+                               for label, draw in path.items())
+                surrogate = surrogate + adv * log_prob
         self.log("arch/loss", loss.mean())
         return surrogate / len(paths)
 
