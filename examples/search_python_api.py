@@ -5,6 +5,7 @@
     python examples/search_python_api.py --data-root /data/CC-CCII --dataset ccccii \\
         --accelerator gpu --epochs 50 --size 16 64 64 --batch-size 8 --out best_arch.json
     python examples/search_python_api.py --accelerator gpu --devices 2 --ddp ...  # Lightning DDP
+    python examples/search_python_api.py --accelerator gpu --precision bf16-mixed ...  # mixed precision
 
 The core is four NNI lines::
 
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Sequence
 
 import nni_covid3d  # noqa: F401  (filters NNI's known import warnings)
+from nni_covid3d.precision import add_precision_argument, check_precision
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -52,6 +54,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--arc-learning-rate", type=float, help="default: the strategy's own")
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--devices", default="1")
+    add_precision_argument(parser)
     parser.add_argument("--ddp", action="store_true", help="Lightning DDP over --devices (one process each)")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="NNI experiment working directory (default ~/nni-experiments)")
@@ -95,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
     trainer = Trainer(
         max_epochs=args.epochs, accelerator=args.accelerator, devices=devices,
+        precision=check_precision(args.precision, args.accelerator),
         strategy="ddp" if args.ddp else "auto", logger=False, enable_checkpointing=False,
         enable_progress_bar=False, num_sanity_val_steps=0,
     )

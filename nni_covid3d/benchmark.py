@@ -69,6 +69,7 @@ class BenchmarkSettings:
         depth, height, width: the preprocessed input size.
         bootstrap: resamples of the test patients for the confidence intervals.
         accelerator: Lightning's accelerator.
+        precision: Lightning's precision of every search and training (``nni_covid3d.precision``).
     """
 
     seeds: int = 3
@@ -86,9 +87,13 @@ class BenchmarkSettings:
     width: int = 64
     bootstrap: int = 1000
     accelerator: str = "cpu"
+    precision: str = "32-true"
 
     def __post_init__(self) -> None:
         from nni_covid3d.models import MODEL_NAMES
+        from nni_covid3d.precision import check_precision
+
+        check_precision(self.precision, self.accelerator)
 
         if self.seeds < 1 or self.random_archs < 1:
             raise ValueError(f"seeds and random_archs must be at least 1, got {self.seeds} and {self.random_archs}")
@@ -373,7 +378,7 @@ def run_benchmark(
         nonlocal trained
         config = TrainConfig(epochs=settings.retrain_epochs, batch_size=settings.batch_size,
                              learning_rate=settings.learning_rate, seed=seed, accelerator=settings.accelerator,
-                             progress=False)
+                             precision=settings.precision, progress=False)
         start = time.perf_counter()
         # A model whose training was stopped continues from its last epoch (resume is exact).
         resume = (run_dir / "train" / "checkpoints" / "last.ckpt").is_file()
@@ -408,7 +413,8 @@ def run_benchmark(
                 shutil.rmtree(search_dir)
             result = run_search(data, space_config, strategy=strategy, epochs=settings.search_epochs,
                                 batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=seed,
-                                out_dir=search_dir, resume=resume, accelerator=settings.accelerator)
+                                out_dir=search_dir, resume=resume, accelerator=settings.accelerator,
+                                precision=settings.precision)
             search_seconds = time.perf_counter() - start
             val_score, probs, train_seconds = retrain("covidnet3d", run_dir, seed, result.architecture)
             return RunRecord(strategy, seed, 0, **cost(build_model(result.architecture)), val_score=val_score,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nni_covid3d.cli import UserError
 from nni_covid3d.data import DATASETS
+from nni_covid3d.precision import add_precision_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    default=(defaults.depth, defaults.height, defaults.width), help="input volume size")
     p.add_argument("--bootstrap", type=int, default=defaults.bootstrap, help="resamples of the test patients")
     p.add_argument("--accelerator", default=defaults.accelerator, help="cpu, gpu or auto")
+    add_precision_argument(p)
     p.set_defaults(func=run)
 
 
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             strategies=tuple(args.strategies), baselines=tuple(args.baselines), space_config=space,
             search_epochs=args.search_epochs, retrain_epochs=args.retrain_epochs, batch_size=args.batch_size,
             learning_rate=args.lr, depth=args.size[0], height=args.size[1], width=args.size[2],
-            bootstrap=args.bootstrap, accelerator=args.accelerator,
+            bootstrap=args.bootstrap, accelerator=args.accelerator, precision=args.precision,
         )
     except ValueError as error:
         raise UserError(str(error)) from None

@@ -37,6 +37,7 @@ from typing import Any, Callable, Sequence
 import nni_covid3d  # noqa: F401  (filters NNI's known import warnings)
 from nni_covid3d.data import DATASETS
 from nni_covid3d.nnictl.reporter import NniReporter
+from nni_covid3d.precision import add_precision_argument, check_precision
 from nni_covid3d.search import SearchData
 from nni_covid3d.training import CovidClassifier
 
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-workers", type=int, default=0)
     train.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
     train.add_argument("--devices", default="1", help="Lightning devices (default 1)")
+    add_precision_argument(train)
     train.add_argument("--seed", type=int, default=0)
     common.add_argument("--params", type=json.loads, default=None,
                         help="tuner parameters as JSON, for running a trial outside NNI")
@@ -189,7 +191,8 @@ def _trainer(args: argparse.Namespace, callbacks: list, **kwargs: Any):
 
     return Trainer(
         max_epochs=args.epochs, accelerator=args.accelerator, devices=_devices(args), callbacks=callbacks,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        precision=check_precision(args.precision, args.accelerator), logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, **kwargs,
     )
 
@@ -334,6 +337,7 @@ def run_dnas(args: argparse.Namespace, params: dict[str, Any], output_dir: Path)
             strategy_options=options, epochs=args.epochs, batch_size=args.batch_size,
             learning_rate=float(params.get("learning_rate", args.learning_rate)), seed=args.seed,
             accelerator=args.accelerator, devices=_devices(args), workers=args.num_workers, callbacks=[reporter],
+            precision=args.precision,
             metadata={"source": "GumbelDNAS nnictl trial", "params": params},
         )
     except ValueError as error:
