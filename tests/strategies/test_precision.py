@@ -60,14 +60,28 @@ def test_gumbel_dnas_finds_the_planted_answer_under_bf16_mixed():
     assert module.trainer.precision == "bf16-mixed"
 
 
-def test_gumbel_dnas_steps_both_optimizers_with_loss_scaling_under_a_float16_plugin():
+def test_gumbel_dnas_steps_both_optimizers_with_loss_scaling_under_a_float16_plugin(monkeypatch):
     # Lightning's 16-mixed plugin on the CPU (float16 autocast + GradScaler): the mechanics of manual
     # optimisation with loss scaling; float16 numerics on a GPU are not covered here.
     from pytorch_lightning.plugins import MixedPrecision
 
+    from nni_covid3d.strategies.gumbel_dnas.lightning import GumbelDNASLightningModule
+
+    clipped_norms: list[float] = []
+    clip = GumbelDNASLightningModule.clip_gradients
+
+    def recording_clip(self, optimizer, *args, **kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        clipped_norms.append(float(torch.stack([g.norm() for g in grads]).norm()))
+        return clip(self, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(GumbelDNASLightningModule, "clip_gradients", recording_clip)
     plugin = MixedPrecision("16-mixed", "cpu")
     export, module = _search_planted("information", 0, plugins=[plugin])
     assert plugin.scaler is not None and 0 < plugin.scaler.get_scale() < float("inf")
+    # Every weight step clipped (clip value 5) gradients already unscaled: the scale is 2**16.
+    assert len(clipped_norms) == PROBLEMS["information"].epochs * module.trainer.num_training_batches
+    assert 0 < max(clipped_norms) < 100, clipped_norms
     alphas = module.arch_parameters()
     assert all(torch.isfinite(a).all() and a.dtype == torch.float32 for a in alphas)
     assert any(float(a.detach().std()) > 0.05 for a in alphas)  # the logits learned
