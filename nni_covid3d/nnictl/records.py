@@ -126,26 +126,35 @@ def load_experiment(experiment_id: str, experiment_dir: Path | None = None) -> E
             "SELECT trialJobId, event, data, logPath, sequenceId FROM TrialJobEvent ORDER BY timestamp, rowid"
         ).fetchall()
         metrics = connection.execute(
-            "SELECT trialJobId, type, sequence, data FROM MetricData ORDER BY timestamp, rowid").fetchall()
+            "SELECT trialJobId, parameterId, type, data FROM MetricData ORDER BY timestamp, rowid").fetchall()
     finally:
         connection.close()
     config = json.loads(profile[0]) if profile else {}
 
     trials: dict[str, TrialRecord] = {}
+    by_parameter_id: dict[str, dict[str, Any]] = {}
     for trial_id, event, data, log_path, sequence in events:
         trial = trials.get(trial_id)
         if trial is None:
             trial = trials[trial_id] = TrialRecord(trial_id, int(sequence if sequence is not None else -1), event, {}, None)
         trial.status = event
-        if data and not trial.parameters:
-            payload = json.loads(data)
-            trial.parameters = dict(payload.get("parameters", payload)) if isinstance(payload, dict) else {}
+        payload = json.loads(data) if data else None
+        if isinstance(payload, dict):
+            parameters = dict(payload.get("parameters", payload))
+            if "parameter_id" in payload:
+                by_parameter_id[str(payload["parameter_id"])] = parameters
+            if not trial.parameters:
+                trial.parameters = parameters
         if log_path and trial.output_dir is None:
             trial.output_dir = Path(log_path)
-    for trial_id, kind, _sequence, data in metrics:
+    for trial_id, parameter_id, kind, data in metrics:
         trial = trials.get(trial_id)
         if trial is None:
             continue
+        # NNI's manager may hand queued parameters to whichever trial asks first, and then record the
+        # other trial's parameters in its event; the metrics carry the id of those it really trained.
+        if parameter_id is not None and str(parameter_id) in by_parameter_id:
+            trial.parameters = by_parameter_id[str(parameter_id)]
         value = _as_dict(_decode_metric(data))
         if kind == "FINAL":
             trial.final = value

@@ -48,3 +48,46 @@ def test_unknown_experiment_names_where_it_looked(tmp_path: Path, monkeypatch: p
     (tmp_path / "exps" / "nope" / "db").mkdir(parents=True)
     (tmp_path / "exps" / "nope" / "db" / "nni.sqlite").write_bytes(b"")
     assert find_experiment_dir("nope", tmp_path / "exps") == tmp_path / "exps" / "nope"
+
+
+def _experiment_db(folder: Path, events: list[tuple], metrics: list[tuple]) -> Path:
+    """An experiment folder whose database has NNI 3.0's tables (columns as its manager creates them)."""
+    import json
+    import sqlite3
+
+    (folder / "db").mkdir(parents=True)
+    connection = sqlite3.connect(folder / "db" / "nni.sqlite")
+    connection.execute("CREATE TABLE TrialJobEvent (timestamp integer, trialJobId text, event text, data text, "
+                       "logPath text, sequenceId integer, message text, environmentId text)")
+    connection.execute("CREATE TABLE MetricData (timestamp integer, trialJobId text, parameterId text, type text, "
+                       "sequence integer, data text)")
+    connection.execute("CREATE TABLE ExperimentProfile (params text, id text, execDuration integer, startTime integer, "
+                       "endTime integer, logDir text, nextSequenceId integer, revision integer)")
+    connection.execute("INSERT INTO ExperimentProfile VALUES (?, 'exp', 0, 0, 0, '', 2, 1)",
+                       (json.dumps({"trialCommand": "python -m nni_covid3d.trial dnas"}),))
+    connection.executemany("INSERT INTO TrialJobEvent VALUES (?, ?, ?, ?, NULL, ?, NULL, NULL)", events)
+    connection.executemany("INSERT INTO MetricData VALUES (?, ?, ?, ?, 0, ?)", metrics)
+    connection.commit()
+    connection.close()
+    return folder
+
+
+def test_parameters_follow_the_metrics_parameter_id(tmp_path: Path) -> None:
+    """Two trials whose events recorded each other's parameters: the metrics say which ones each trained."""
+    import json
+
+    from nni_covid3d.nnictl.records import load_experiment
+
+    def event(trial: str, parameter_id: int, tau: float, time: int, sequence: int) -> tuple:
+        data = json.dumps({"parameter_id": parameter_id, "parameters": {"tau_init": tau}})
+        return (time, trial, "RUNNING", data, sequence)
+
+    def final(trial: str, parameter_id: int, value: float, time: int) -> tuple:
+        return (time, trial, str(parameter_id), "FINAL", json.dumps(json.dumps({"default": value})))
+
+    events = [event("A", 1, 7.0, 1, 0), event("B", 0, 2.0, 2, 1),
+              (5, "A", "SUCCEEDED", None, 0), (6, "B", "SUCCEEDED", None, 1)]
+    metrics = [final("A", 0, 0.9, 3), final("B", 1, 0.4, 4)]
+    record = load_experiment("exp", _experiment_db(tmp_path / "exp", events, metrics).parent)
+    trained = {trial.id: (trial.parameters, trial.final["default"]) for trial in record.trials}
+    assert trained == {"A": ({"tau_init": 2.0}, 0.9), "B": ({"tau_init": 7.0}, 0.4)}
