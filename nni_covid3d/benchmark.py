@@ -307,7 +307,7 @@ def _plot(records: Sequence[RunRecord], dataset: str, path: Path) -> Path:
     ax.set_xlabel("model size (MB, float32 parameters)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Test accuracy against size: one marker per model and seed")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
