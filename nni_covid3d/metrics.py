@@ -14,6 +14,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from sklearn import metrics as skm
 
+from nni_covid3d.data.classes import COVID_NAMES, covid_class_index
+
 __all__ = [
     "COVID_NAMES",
     "covid_class_index",
@@ -24,18 +26,6 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_training_curves",
 ]
-
-# Class names that mean COVID-19 in the three datasets' label sets (case-insensitive).
-COVID_NAMES = ("ncp", "covid", "covid-19", "covid19", "covid_19")
-
-
-def covid_class_index(class_names: Sequence[str]) -> int | None:
-    """Index of the COVID-19 class in ``class_names`` (NCP, COVID, ...), or ``None``."""
-    for index, name in enumerate(class_names):
-        if name.strip().lower() in COVID_NAMES:
-            return index
-    return None
-
 
 def _ratio(numerator: float, denominator: float) -> float | None:
     return float(numerator / denominator) if denominator > 0 else None

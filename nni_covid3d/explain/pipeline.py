@@ -36,10 +36,6 @@ __all__ = [
     "lesion_labels",
 ]
 
-#: Class names taken as the lesion-bearing (COVID) class when scoring, in order of preference.
-POSITIVE_CLASS_NAMES = ("NCP", "COVID", "covid", "COVID-19")
-
-
 @dataclass
 class ScanCam:
     """A CAM resized to the scan's axial volume grid, with what is needed to write and score it."""
@@ -138,14 +134,16 @@ def write_scan_cam(
 def lesion_labels(class_names: Sequence[str]) -> list[int]:
     """Labels of the lesion-bearing (COVID) classes: ``NCP`` (CC-CCII, MosMed binary), ``COVID``
     (COVID-CTset), or ``CT-1``..``CT-4`` (MosMed severity)."""
+    from nni_covid3d.data.classes import COVID_NAMES, covid_class_index
+
     names = list(class_names)
-    found = [names.index(n) for n in POSITIVE_CLASS_NAMES if n in names]
-    if found:
-        return found[:1]
+    covid = covid_class_index(names)
+    if covid is not None:
+        return [covid]
     severity = [i for i, n in enumerate(names) if n.startswith("CT-") and n != "CT-0"]
     if severity:
         return severity
-    raise ValueError(f"no COVID class among {names} (expected one of {POSITIVE_CLASS_NAMES} or CT-1..CT-4)")
+    raise ValueError(f"no COVID class among {names} (expected one of {COVID_NAMES} or CT-1..CT-4)")
 
 
 def _load(ckpt: Any) -> tuple[nn.Module, dict[str, Any]]:
