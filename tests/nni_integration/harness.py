@@ -60,6 +60,11 @@ class NniExperiment:
         """A trial's ``stdout``/``stderr``/``trial.log`` as served by the manager."""
         return self.get(f"trial-file/{trial_id}/{name}")
 
+    def trial_pids(self, trial_id: str) -> list[int]:
+        """The live python processes running trial ``trial_id`` (``python -m nni_covid3d.trial ...``)."""
+        return [pid for pid in _pids_with_env("NNI_TRIAL_JOB_ID", trial_id)
+                if "nni_covid3d.trial" in _cmdline(pid)]
+
     # ---- life cycle ----------------------------------------------------------------------------
     def wait(self, n_trials: int, timeout: float) -> list[dict]:
         """Poll until ``n_trials`` trials are terminal and the manager reports DONE; return trials."""

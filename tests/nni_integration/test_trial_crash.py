@@ -1,0 +1,125 @@
+"""Trials that die, and ``nnictl stop`` / ``nnictl resume``, on a REAL NNI manager (127.0.0.1).
+
+* A trial whose python process is SIGKILLed while it trains ends in the manager (REST API
+  and ``load_experiment``) as USER_CANCELED in NNI 3.0 (not FAILED); the other trials SUCCEED.
+* ``nnictl stop`` of a running experiment then ``nnictl resume ID`` finishes the remaining trials,
+  and ``nni-covid3d report --experiment ID`` lists every finished trial, from before and after.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+from nni_covid3d.nnictl.run import free_port
+from tests.nni_integration.harness import NniExperiment, rewrite_config, start_experiment
+
+pytestmark = pytest.mark.slow
+
+CONFIGS = REPO_ROOT / "examples" / "nnictl"
+TINY = "--size 8 32 32 --synthetic-patients 9 --batch-size 2"
+GRID = {"model": {"_type": "choice", "_value": ["mc3_18"]},
+        "dataset": {"_type": "choice", "_value": ["ccccii", "mosmed", "covidctset"]}}
+
+
+def _start(tmp_path: Path, epochs: int, n_trials: int) -> NniExperiment:
+    work_dir = tmp_path / "nni-experiments"
+    config = tmp_path / "grid.yml"
+    rewrite_config(CONFIGS / "baselines_grid.yml", config, work_dir, extra_trial_args=f"--epochs {epochs} {TINY}",
+                   overrides={"maxTrialNumber": n_trials, "trialConcurrency": 1, "searchSpace": GRID})
+    return start_experiment(config, home=tmp_path / "home", work_dir=work_dir)
+
+
+def _wait_for(condition, timeout: float, what: str, experiment: NniExperiment):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        experiment.record_processes()
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}\n{experiment.logs()}")
+
+
+def test_killed_trial_ends_user_canceled_and_the_others_succeed(tmp_path: Path) -> None:
+    from nni_covid3d.nnictl.records import load_experiment
+
+    experiment = _start(tmp_path, epochs=3, n_trials=3)
+    try:
+        # The first trial, once it has reported an epoch (it is training): SIGKILL its python process.
+        first = _wait_for(lambda: [t for t in experiment.trials() if experiment.metrics(t["trialJobId"])],
+                          240, "a first intermediate result", experiment)[0]["trialJobId"]
+        (pid,) = experiment.trial_pids(first)
+        os.kill(pid, signal.SIGKILL)
+        trials = experiment.wait(3, timeout=600)
+        by_id = {t["trialJobId"]: t for t in trials}
+        stderr = experiment.trial_file(first, "stderr")
+        trial_log = experiment.trial_file(first, "trial.log")
+    finally:
+        experiment.stop()
+    assert not experiment.leftover_processes()
+    # NNI 3.0 limitation: its trial keeper sees a signal, not an exit code, and its v3 compat layer
+    # (nni_node/training_service/v3/compat.js, onTrialEnd) maps "exit code null" to USER_CANCELED:
+    # a trial killed by SIGKILL is reported USER_CANCELED, not FAILED, as if cancelled in the web UI.
+    assert by_id[first]["status"] == "USER_CANCELED", by_id[first]
+    assert "endTime" in by_id[first] and not by_id[first].get("finalMetricData")
+    # Nothing runs after SIGKILL: the trial's log just stops in the middle of training.
+    assert "trial result:" not in experiment_stdout(by_id[first])
+    assert "Traceback" not in stderr and "error" not in stderr.lower()
+    assert "Connect to trial command channel" in trial_log
+    assert [t["status"] for t in trials if t["trialJobId"] != first] == ["SUCCEEDED", "SUCCEEDED"]
+    record = load_experiment(experiment.id, experiment.work_dir)
+    assert {t.id: t.status for t in record.trials} == {t["trialJobId"]: t["status"] for t in trials}
+    assert {t.id for t in record.trials if t.final} == {t["trialJobId"] for t in trials if t["trialJobId"] != first}
+
+
+def experiment_stdout(trial: dict) -> str:
+    return (Path(trial["logPath"]) / "trial.stdout").read_text()
+
+
+def test_nnictl_stop_then_resume_finishes_the_trials_and_report_lists_them_all(tmp_path: Path) -> None:
+    work_dir = tmp_path / "nni-experiments"
+    config = tmp_path / "arch.yml"
+    rewrite_config(CONFIGS / "arch_search.yml", config, work_dir, extra_trial_args=f"--epochs 1 {TINY}",
+                   overrides={"maxTrialNumber": 3, "trialConcurrency": 1})
+    experiment = start_experiment(config, home=tmp_path / "home", work_dir=work_dir)
+    try:
+        _wait_for(lambda: any(t["status"] == "SUCCEEDED" for t in experiment.trials()), 300,
+                  "a first SUCCEEDED trial", experiment)
+        before = {t["trialJobId"]: t["status"] for t in experiment.trials()}
+    finally:
+        experiment.stop()
+    assert not experiment.leftover_processes()
+    registry = tmp_path / "home" / "nni-experiments" / ".experiment"
+    assert json.loads(registry.read_text())[experiment.id]["status"] == "STOPPED"
+
+    port = free_port()
+    nnictl = Path(sys.executable).with_name("nnictl")
+    done = subprocess.run([str(nnictl), "resume", experiment.id, "--port", str(port)],
+                          env=experiment.env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    resumed = NniExperiment(experiment.id, port, experiment.home, work_dir,
+                            int(json.loads(registry.read_text())[experiment.id]["pid"]), experiment.env)
+    try:
+        trials = resumed.wait(3, timeout=600)
+    finally:
+        resumed.stop()
+    assert not resumed.leftover_processes()
+    after = {t["trialJobId"]: t["status"] for t in trials}
+    succeeded_before = {i for i, s in before.items() if s == "SUCCEEDED"}
+    assert succeeded_before <= {i for i, s in after.items() if s == "SUCCEEDED"}  # kept, not re-run
+    assert sum(s == "SUCCEEDED" for s in after.values()) >= 3 - (len(before) - len(succeeded_before))
+
+    report = subprocess.run([str(Path(sys.executable).with_name("nni-covid3d")), "report", "--experiment", experiment.id],
+                            env=experiment.env, capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    for trial_id, status in after.items():
+        if status == "SUCCEEDED":
+            assert trial_id in report.stdout
