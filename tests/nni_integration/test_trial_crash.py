@@ -91,8 +91,10 @@ def test_nnictl_stop_then_resume_finishes_the_trials_and_report_lists_them_all(t
                    overrides={"maxTrialNumber": 3, "trialConcurrency": 1})
     experiment = start_experiment(config, home=tmp_path / "home", work_dir=work_dir)
     try:
-        _wait_for(lambda: any(t["status"] == "SUCCEEDED" for t in experiment.trials()), 300,
-                  "a first SUCCEEDED trial", experiment)
+        # Stop while the first trial has SUCCEEDED and the second one is training.
+        _wait_for(lambda: {"SUCCEEDED", "RUNNING"} <= {t["status"] for t in experiment.trials()}
+                  and any(experiment.trial_pids(t["trialJobId"]) for t in experiment.trials()), 300,
+                  "a SUCCEEDED trial and a running one", experiment)
         before = {t["trialJobId"]: t["status"] for t in experiment.trials()}
     finally:
         experiment.stop()
@@ -113,6 +115,10 @@ def test_nnictl_stop_then_resume_finishes_the_trials_and_report_lists_them_all(t
         resumed.stop()
     assert not resumed.leftover_processes()
     after = {t["trialJobId"]: t["status"] for t in trials}
+    # Resume keeps the trials from before the stop (none is re-run) and maxTrialNumber counts them:
+    # it starts only the remaining ones. (Observed: the trial running at the stop had just finished
+    # and is SUCCEEDED; one killed by the stop would stay USER_CANCELED and is not retried.)
+    assert set(before) <= set(after) and len(after) == 3, (before, after)
     succeeded_before = {i for i, s in before.items() if s == "SUCCEEDED"}
     assert succeeded_before <= {i for i, s in after.items() if s == "SUCCEEDED"}  # kept, not re-run
     assert sum(s == "SUCCEEDED" for s in after.values()) >= 3 - (len(before) - len(succeeded_before))
