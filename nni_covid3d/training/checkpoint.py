@@ -17,7 +17,7 @@ from torch import nn
 from nni_covid3d.data.io import describe_error, require_regular_file
 from nni_covid3d.data.records import DataError
 
-__all__ = ["CHECKPOINT_KEY", "FORMAT_VERSION", "CheckpointError", "plain", "read_checkpoint", "load_model"]
+__all__ = ["CHECKPOINT_KEY", "FORMAT_VERSION", "CheckpointError", "load_checked", "plain", "read_checkpoint", "load_model"]
 
 #: Key of our metadata inside a Lightning checkpoint.
 CHECKPOINT_KEY = "nni_covid3d"
@@ -68,6 +68,23 @@ def _check_metadata(path: Path, meta: Mapping[str, Any]) -> None:
         raise CheckpointError(f"{path}: damaged checkpoint metadata: 'preprocessing' is not a dict")
 
 
+def load_checked(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` after the file checks: not a regular file, a damaged
+    archive or a file ``torch.load`` cannot read raises :class:`CheckpointError` naming the file."""
+    try:
+        require_regular_file(path)
+    except DataError as error:
+        raise CheckpointError(str(error)) from None
+    _check_archive(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many types on foreign files (UnpicklingError, struct.error, ...)
+        with open(path, "rb") as handle:
+            zipped = handle.read(4) == b"PK\x03\x04"
+        what = ": a damaged or cut checkpoint archive, not" if zipped else " is not a checkpoint"
+        raise CheckpointError(f"{path}{what} readable with torch.load(weights_only=True): {describe_error(error)}") from None
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint dict at ``path`` (``weights_only=True``), after checking it is one of ours.
 
@@ -77,18 +94,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not os.path.lexists(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        require_regular_file(path)
-    except DataError as error:
-        raise CheckpointError(str(error)) from None
-    _check_archive(path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many types on foreign files (UnpicklingError, struct.error, ...)
-        with open(path, "rb") as handle:
-            zipped = handle.read(4) == b"PK\x03\x04"
-        what = ": a damaged or cut checkpoint archive, not" if zipped else " is not a checkpoint"
-        raise CheckpointError(f"{path}{what} readable with torch.load(weights_only=True): {describe_error(error)}") from None
+    checkpoint = load_checked(path)
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint or "state_dict" not in checkpoint:
         raise CheckpointError(
             f"{path} is not an nni-covid3d checkpoint (no {CHECKPOINT_KEY!r} metadata); "

@@ -29,9 +29,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 
 from nni_covid3d.atomic import atomic_write_bytes, crash_spec, kill_this_process, remove_leftovers
-from nni_covid3d.data.io import describe_error, require_regular_file
-from nni_covid3d.data.records import DataError
-from nni_covid3d.training.checkpoint import CheckpointError, _check_archive, plain
+from nni_covid3d.training.checkpoint import CheckpointError, load_checked, plain
 
 __all__ = ["RUN_KEY", "ResumeError", "AtomicCheckpointIO", "ResumableRun", "epoch_seed", "dataset_fingerprint",
            "data_record", "read_training_checkpoint", "record_differences", "check_resume"]
@@ -193,16 +191,7 @@ def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
     """The Lightning training checkpoint at ``path`` (``weights_only``), after the file checks of
     ``read_checkpoint``: a damaged, cut or foreign file raises :class:`CheckpointError` naming it."""
     path = Path(path)
-    try:
-        require_regular_file(path)
-    except DataError as error:
-        raise CheckpointError(str(error)) from None
-    _check_archive(path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many types on cut or foreign files
-        raise CheckpointError(f"{path}: not a whole checkpoint readable with torch.load(weights_only=True): "
-                              f"{describe_error(error)}") from None
+    checkpoint = load_checked(path)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict) or "loops" not in checkpoint:
         raise CheckpointError(f"{path} is not a Lightning training checkpoint (no state_dict and loops)")
     return checkpoint
