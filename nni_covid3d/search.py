@@ -89,12 +89,14 @@ class SearchResult:
             without logits (random one-shot).
         history: the validation results per epoch (``{"default": val_acc, "val_bal_acc", "val_loss"}``).
         out_dir: the output folder, when one was given.
+        is_global_zero: whether this process is rank 0 of the run (the one that writes and reports).
     """
 
     architecture: dict[str, Any]
     probabilities: dict[str, dict[str, float]] | None
     history: list[dict[str, float]] = field(default_factory=list)
     out_dir: Path | None = None
+    is_global_zero: bool = True
 
     @property
     def architecture_path(self) -> Path | None:
@@ -275,4 +277,4 @@ def run_search(
         save_architecture(architecture, out / "architecture.json")
         if probabilities is not None:
             atomic_write_text(out / "arch_probs.json", json.dumps(probabilities, indent=2) + "\n")
-    return SearchResult(architecture, probabilities, list(reporter.history), out)
+    return SearchResult(architecture, probabilities, list(reporter.history), out, trainer.is_global_zero)

@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-workers", type=int, default=0)
     train.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
     train.add_argument("--devices", default="1", help="Lightning devices (default 1)")
+    train.add_argument("--num-nodes", type=int, default=1,
+                       help="machines of a multi-node DDP run (dnas; launched by torchrun or SLURM)")
     add_precision_argument(train)
     train.add_argument("--seed", type=int, default=0)
     common.add_argument("--params", type=json.loads, default=None,
@@ -109,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     try:
         result = MODES[args.mode](args, params, output_dir)
+        if result is None:
+            return 0  # not rank 0 of a multi-process run: rank 0 writes and reports
     except TrialError as error:
         print(f"nni-covid3d trial ({args.mode}): error: {error}", file=sys.stderr)
         return 1
@@ -313,7 +317,7 @@ def test_summary(metrics: dict[str, Any]) -> dict[str, float]:
     return {f"test_{key}": float(value) for key, value in headline_scores(metrics).items() if value is not None}
 
 
-def run_dnas(args: argparse.Namespace, params: dict[str, Any], output_dir: Path) -> dict[str, Any]:
+def run_dnas(args: argparse.Namespace, params: dict[str, Any], output_dir: Path) -> dict[str, Any] | None:
     """One GumbelDNAS search with the tuner's temperature schedule and architecture learning rate."""
     from nni_covid3d.models import model_size_mb
     from nni_covid3d.search import run_search
@@ -336,12 +340,15 @@ def run_dnas(args: argparse.Namespace, params: dict[str, Any], output_dir: Path)
             _space_config(args, num_classes=len(data.class_names)), strategy="gumbel-dnas",
             strategy_options=options, epochs=args.epochs, batch_size=args.batch_size,
             learning_rate=float(params.get("learning_rate", args.learning_rate)), seed=args.seed,
-            accelerator=args.accelerator, devices=_devices(args), workers=args.num_workers, callbacks=[reporter],
+            accelerator=args.accelerator, devices=_devices(args), num_nodes=args.num_nodes,
+            workers=args.num_workers, callbacks=[reporter],
             precision=args.precision,
             metadata={"source": "GumbelDNAS nnictl trial", "params": params},
         )
     except ValueError as error:
         raise TrialError(f"invalid DNAS parameters {params}: {error}") from error
+    if not result.is_global_zero:
+        return None
     save_architecture(result.architecture, output_dir / "architecture.json")
     final = _report_final(reporter, size_mb=round(model_size_mb(build_model(result.architecture)), 4))
     return {"mode": "dnas", "params": params, "dataset": args.dataset, "final": final,

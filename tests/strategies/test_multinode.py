@@ -155,8 +155,8 @@ def test_retrain_on_two_nodes_equals_one_node_and_only_node0_writes_results(
 
     node0, node1 = tmp_path / "node0", tmp_path / "node1"
     for name in ("last.ckpt", "best.ckpt"):
-        got = torch.load(node0 / "checkpoints" / name, weights_only=False, map_location="cpu")["state_dict"]
-        want = torch.load(one / "checkpoints" / name, weights_only=False, map_location="cpu")["state_dict"]
+        got = torch.load(node0 / "checkpoints" / name, weights_only=True, map_location="cpu")["state_dict"]
+        want = torch.load(one / "checkpoints" / name, weights_only=True, map_location="cpu")["state_dict"]
         assert got.keys() == want.keys()
         for key, value in want.items():
             torch.testing.assert_close(got[key], value, rtol=0, atol=0, msg=f"{name}: {key}")
@@ -189,3 +189,21 @@ def test_a_killed_node_makes_the_other_fail_promptly(dead: int, dataset: Path, t
     assert elapsed < 60, f"node {1 - dead} needed {elapsed:.0f}s to give up"
     assert "Connection reset by peer" in log or "Connection closed by peer" in log, log[-3000:]
     assert "nni_covid3d FAILED" in log and f"rank      : {1 - dead} (local_rank: 0)" in log, log[-3000:]
+
+
+def test_dnas_trial_on_two_nodes_equals_one_node_with_two_processes(dataset: Path, tmp_path: Path) -> None:
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"preset": "S", "widths": [8] * 6, "n_cells": [2, 1, 1, 1, 1, 1], "head_channels": 16}))
+    trial = ["-m", "nni_covid3d.trial", "dnas", "--dataset", "ccccii", "--data-root", str(dataset), "--epochs", "2",
+             "--size", "8", "32", "32", "--batch-size", "2", "--accelerator", "cpu", "--space-config", str(space),
+             "--params", json.dumps({"tau_init": 3.0, "arc_learning_rate": 0.05})]
+    run_nodes([*trial, "--num-nodes", str(NODES), "--output-dir", str(tmp_path / "node{R}")], tmp_path / "logs")
+    one = tmp_path / "one-node"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    run([str(torchrun), "--standalone", "--nproc-per-node", "2", *trial, "--devices", "2", "--output-dir", str(one)])
+
+    node0, node1 = tmp_path / "node0", tmp_path / "node1"
+    assert json.loads((node0 / "architecture.json").read_text())["choices"] == \
+        json.loads((one / "architecture.json").read_text())["choices"]
+    assert json.loads((node0 / "result.json").read_text())["final"] == json.loads((one / "result.json").read_text())["final"]
+    assert files(node1) == []  # rank 0 alone writes and reports
