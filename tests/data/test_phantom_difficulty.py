@@ -40,7 +40,6 @@ def test_intensity_phantoms_of_the_same_settings_are_solved_by_the_histogram(tmp
     assert result.accuracy >= result.majority_rate + 0.3, result
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("layout, task", [("covidctset", None), ("mosmed", "binary"), ("mosmed", "severity")])
 def test_other_layouts_give_nothing_away_through_the_histogram(tmp_path_factory, layout, task):
     """COVID-CTset (HU TIFF slices, covid vs normal) and MosMedData (NIfTI; COVID vs normal, and the
