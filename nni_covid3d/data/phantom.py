@@ -23,7 +23,9 @@ is the same whatever the shape. The class (a :data:`PATTERNS` entry) decides whe
 Nuisances are drawn the same way for every class: body and lung size, field of view (the body's
 size in the image follows the pixel spacing), patient position (shift, in-plane rotation), slice
 coverage and count, HU calibration offset, lung density, noise. Edges between abnormal tissue and
-lung are sharp at every size (a blurred edge would make thin structures show in the histogram).
+lung are sharp at every size (a blurred edge would make thin structures show in the histogram). The
+histogram is blind to the class only at the phantom's own in-plane size: resampled, edge pixels
+average tissue and lung, and thin look-alikes have more edge per voxel than lesions.
 
 **Intensity phantoms** (:func:`make_phantom`, ``phantom="intensity"``): lesions grown from a smooth
 random field, thresholded at the quantile that gives the requested involved-lung fraction; the class
@@ -312,6 +314,8 @@ HU_OFFSET = 20.0  # per-scan calibration offset, drawn in +-HU_OFFSET
 GGO_SHARE = (0.55, 0.80)  # ground-glass share of a scan's abnormal tissue
 REFERENCE_FOV_MM = 350.0  # field of view at which the body has its Anatomy size
 LUNG_HEIGHT_MM = 250.0  # bases (t = 0) to apices (t = 1)
+#: Most abnormal tissue a scan can carry (fraction of its lungs): the rest holds vessels and look-alikes' gaps.
+MAX_BUDGET = 0.9
 _GGO, _CONSOLIDATION = 1, 2
 
 
@@ -367,7 +371,7 @@ def make_shape_phantom(
         budget: the scan's abnormal tissue (:func:`draw_budget`); the same distribution for every class.
         extent: ``"covid"`` only: fraction of the lungs the lesions cover, their ground glass filling
             it patchily when the budget is smaller (MosMedData grades); ``None``: solid lesions made of
-            the whole ground-glass budget.
+            all the ground glass and their dense cores.
         spacing: (z, y, x) mm; the in-plane spacing sets the field of view, hence the body's size in the image.
         noise_hu: noise standard deviation; drawn from 10..30 HU when ``None``.
 
@@ -378,6 +382,8 @@ def make_shape_phantom(
         raise ValueError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
     if extent is not None and pattern != "covid":
         raise ValueError("extent applies to the 'covid' pattern only")
+    if min(budget.ggo, budget.consolidation) < 0 or budget.ggo + budget.consolidation > MAX_BUDGET:
+        raise ValueError(f"budget must be non-negative and at most {MAX_BUDGET} of the lungs in all, got {budget}")
     D, H, W = n_slices, min(size, WORK_SIZE), min(size, WORK_SIZE)
     zoom = float(np.clip(REFERENCE_FOV_MM / (size * spacing[1]), 0.7, 1.05))
     pose = _Pose(zoom, rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05), np.radians(rng.uniform(-6.0, 6.0)))

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from nni_covid3d.data.io import TIFF_HU_OFFSET
-from nni_covid3d.data.phantom import draw_budget, make_phantom, make_shape_phantom, random_anatomy
+from nni_covid3d.data.phantom import MAX_BUDGET, draw_budget, make_phantom, make_shape_phantom, random_anatomy
 from nni_covid3d.data.readers import MASK_FOLDER
 
 __all__ = ["LAYOUTS", "PHANTOMS", "write_synthetic_dataset", "PNG_WINDOW", "save_axial_nifti", "write_dicom_series"]
@@ -119,7 +119,8 @@ def write_synthetic_dataset(
         out_dir: the dataset root to create (may exist, should be empty).
         n_patients: number of patients (classes assigned in rotation, so small counts cover all classes).
         seed: everything is a deterministic function of the seed.
-        size: in-plane size H = W (512 as the real data; 64-96 for quick runs).
+        size: in-plane size H = W (512 as the real data; 64-96 for quick runs). Shape phantoms hide
+            the class from the intensity histogram only when read at this size (no resampling).
         slices: (min, max) slices per scan; the layout's default when ``None``.
         variant: COVID-CTset only: ``"raw"`` (patient/series folders) or ``"folds"`` (flat folder of
             selected slices plus ``CSV/{train,validation,test}{1..5}.csv``).
@@ -147,6 +148,8 @@ def write_synthetic_dataset(
             raise ValueError("involvement does not apply to the mosmed layout: its lesion extent follows the CT-k grades")
         if not 0.0 < involvement[0] <= involvement[1] <= 1.0:
             raise ValueError(f"involvement must be (min, max) with 0 < min <= max <= 1, got {tuple(involvement)}")
+        if phantom == "shape" and involvement[1] > MAX_BUDGET:
+            raise ValueError(f"shape phantoms carry at most {MAX_BUDGET} of the lungs as abnormal tissue, got {tuple(involvement)}")
     rng = np.random.default_rng(seed)
     writer = {"ccccii": _write_ccccii, "mosmed": _write_mosmed, "covidctset": _write_covidctset}[layout]
     kwargs = {"variant": variant, "phantom": phantom} if layout == "covidctset" else {"phantom": phantom}

@@ -3,7 +3,8 @@
 The control (:mod:`nni_covid3d.intensity_baseline`): multinomial logistic regression on each scan's
 global intensity features, patient-grouped 5-fold cross-validation. On shape phantoms it must score
 at most the majority-class rate + 0.10; on intensity phantoms of the same settings it scores far more
-(so the control does see a difference in intensity when there is one).
+(so the control does see a difference in intensity when there is one). The control reads the
+phantoms at their own in-plane size, as the demo's model does.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def _demo_data(root, *, phantom: str, patients: int = DEMO.patients):
 
 
 def test_demo_phantoms_give_nothing_away_through_the_histogram(tmp_path):
-    """The demo's own data (``make demo``'s settings, all its patients)."""
+    """The demo's own data (``make demo``'s settings, all its patients), read at its own size."""
+    assert (DEMO.size, DEMO.phantom) == (DEMO.phantom_size, "shape")
     result = _control("ccccii", _demo_data(tmp_path / "shape", phantom="shape"))
     assert result.n_patients == DEMO.patients
     assert result.accuracy <= result.majority_rate + MARGIN, result

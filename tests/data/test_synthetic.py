@@ -118,6 +118,9 @@ def test_involvement_range_sets_lesion_extent(tmp_path):
         write_synthetic_dataset("mosmed", tmp_path / "m", involvement=(0.1, 0.2), **kwargs)
     with pytest.raises(ValueError, match="0 < min <= max <= 1"):
         write_synthetic_dataset("ccccii", tmp_path / "bad", involvement=(0.4, 0.2), **kwargs)
+    with pytest.raises(ValueError, match="at most 0.9"):
+        write_synthetic_dataset("ccccii", tmp_path / "full", involvement=(0.5, 1.0), **kwargs)
+    write_synthetic_dataset("ccccii", tmp_path / "full", involvement=(0.5, 1.0), phantom="intensity", **kwargs)
 
 
 # ------------------------------------------------------------------------------- shape phantoms
@@ -192,6 +195,9 @@ def test_shape_phantom_extent_spreads_the_same_tissue():
         _shape_phantom("normal", extent=0.3)
     with pytest.raises(ValueError, match="pattern"):
         _shape_phantom("ggo")
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="budget"):  # more tissue than the lungs can hold
+        make_shape_phantom(rng, random_anatomy(rng), size=32, n_slices=8, pattern="normal", budget=TissueBudget(0.6, 0.4))
 
 
 def test_shape_phantoms_at_full_size_keep_sharp_edges():
