@@ -15,7 +15,8 @@ import argparse
 
 from nni_covid3d.cli import UserError
 from nni_covid3d.cli.train import add_dataset_arguments
-from nni_covid3d.precision import add_precision_argument, check_precision
+from nni_covid3d.devices import add_device_arguments
+from nni_covid3d.precision import check_precision
 from nni_covid3d.search import STRATEGY_NAMES
 
 
@@ -58,11 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(gumbel-dnas; figures in benchmarks/RESULTS.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
-    p.add_argument("--devices", default="1", help="number of devices (DDP when more than one)")
-    p.add_argument("--num-nodes", type=int, default=1,
-                   help="machines of a multi-node DDP run, --devices each (under torchrun or srun; README)")
-    add_precision_argument(p)
+    add_device_arguments(p)
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoints/last.ckpt (gumbel-dnas), also after a crash: the result is "
                         "the uninterrupted search's; refused if the data, split, space or settings differ")
@@ -114,13 +111,12 @@ def run(args: argparse.Namespace) -> int:
     data = SearchData.from_split(split, index.class_names, preprocessing, cache_dir=args.cache_dir)
     space_config = {"preset": args.preset, "in_channels": 1, "widths": args.widths, "n_cells": args.n_cells,
                     "head_channels": args.head_channels, "search_downsampling": args.search_downsampling}
-    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
     try:
         result = run_search(
             data, space_config, strategy=args.strategy, strategy_options=_strategy_options(args),
             epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay,
             arch_fraction=args.arch_fraction, seed=args.seed, out_dir=args.out, resume=args.resume,
-            accelerator=args.accelerator, devices=devices, num_nodes=args.num_nodes, workers=args.workers,
+            accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, workers=args.workers,
             precision=args.precision, progress=not args.no_progress,
             metadata={"dataset": args.dataset},
         )

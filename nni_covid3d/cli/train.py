@@ -15,7 +15,7 @@ from pathlib import Path
 from nni_covid3d.cli import UserError
 from nni_covid3d.data import DATASETS
 from nni_covid3d.models import MODEL_NAMES
-from nni_covid3d.precision import add_precision_argument
+from nni_covid3d.devices import add_device_arguments
 
 
 
@@ -97,11 +97,7 @@ def _optim_args(parser: argparse.ArgumentParser) -> None:
                         help="validation metric that selects the checkpoint")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
-    parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
-    parser.add_argument("--devices", type=int, default=1, help="devices per machine (DDP when more than one)")
-    parser.add_argument("--num-nodes", type=int, default=1,
-                        help="machines of a multi-node DDP run, --devices each (under torchrun or srun; README)")
-    add_precision_argument(parser)
+    add_device_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

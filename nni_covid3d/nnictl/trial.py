@@ -37,7 +37,8 @@ from typing import Any, Callable, Sequence
 import nni_covid3d  # noqa: F401  (filters NNI's known import warnings)
 from nni_covid3d.data import DATASETS
 from nni_covid3d.nnictl.reporter import NniReporter
-from nni_covid3d.precision import add_precision_argument, check_precision
+from nni_covid3d.devices import add_device_arguments
+from nni_covid3d.precision import check_precision
 from nni_covid3d.search import SearchData
 from nni_covid3d.training import CovidClassifier
 
@@ -74,11 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=2)
     train.add_argument("--learning-rate", type=float, default=1e-3)
     train.add_argument("--num-workers", type=int, default=0)
-    train.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
-    train.add_argument("--devices", default="1", help="Lightning devices (default 1)")
-    train.add_argument("--num-nodes", type=int, default=1,
-                       help="machines of a multi-node DDP run (dnas; launched by torchrun or SLURM)")
-    add_precision_argument(train)
+    add_device_arguments(train)  # --num-nodes: the dnas mode
     train.add_argument("--seed", type=int, default=0)
     common.add_argument("--params", type=json.loads, default=None,
                         help="tuner parameters as JSON, for running a trial outside NNI")
@@ -185,16 +182,12 @@ def dataloaders(args: argparse.Namespace, data: SearchData) -> tuple[Any, Any]:
 
 
 # ---------------------------------------------------------------------------------------- reporting
-def _devices(args: argparse.Namespace) -> int | str:
-    return int(args.devices) if str(args.devices).isdigit() else args.devices
-
-
 def _trainer(args: argparse.Namespace, callbacks: list, **kwargs: Any):
     """NNI's traced Lightning Trainer with the trial's budget; no logger or checkpoints (trials are short)."""
     from nni.nas.evaluator.pytorch import Trainer
 
     return Trainer(
-        max_epochs=args.epochs, accelerator=args.accelerator, devices=_devices(args), callbacks=callbacks,
+        max_epochs=args.epochs, accelerator=args.accelerator, devices=args.devices, callbacks=callbacks,
         precision=check_precision(args.precision, args.accelerator), logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, **kwargs,
@@ -340,7 +333,7 @@ def run_dnas(args: argparse.Namespace, params: dict[str, Any], output_dir: Path)
             _space_config(args, num_classes=len(data.class_names)), strategy="gumbel-dnas",
             strategy_options=options, epochs=args.epochs, batch_size=args.batch_size,
             learning_rate=float(params.get("learning_rate", args.learning_rate)), seed=args.seed,
-            accelerator=args.accelerator, devices=_devices(args), num_nodes=args.num_nodes,
+            accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
             workers=args.num_workers, callbacks=[reporter],
             precision=args.precision,
             metadata={"source": "GumbelDNAS nnictl trial", "params": params},
