@@ -126,7 +126,11 @@ class RunRecord:
 
     @classmethod
     def load(cls, path: Path) -> RunRecord:
-        return cls(**json.loads(path.read_text()))
+        """The record at ``path``; a damaged one raises ``ValueError`` naming the file (delete it to retrain)."""
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path}: damaged benchmark record ({error}); delete it to train that model again") from None
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -87,3 +87,10 @@ def test_summary_intervals_and_paired_difference_on_known_predictions():
     assert paired["accuracy"]["difference"] == pytest.approx(0.5)
     assert paired["accuracy"]["lo"] == pytest.approx(0.5) and paired["accuracy"]["hi"] == pytest.approx(0.5)
     assert np.isclose(rows["gumbel-dnas"]["auc_mean"], 1.0)
+
+
+def test_a_damaged_record_is_an_error_naming_the_file(tmp_path):
+    path = tmp_path / "record.json"
+    path.write_text('{"method": 1')
+    with pytest.raises(ValueError, match=f"{path}: damaged benchmark record"):
+        RunRecord.load(path)

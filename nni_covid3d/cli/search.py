@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     except (CheckpointError, ResumeError):
         raise  # they name the checkpoint
     except ValueError as error:
-        raise UserError(f"{args.root}: {error}") from error
+        raise UserError(str(error)) from error
     if result.architecture_path is None or not result.architecture_path.is_file():
         return 0  # not rank 0 of a DDP run
     print(f"architecture: {result.architecture_path}")
