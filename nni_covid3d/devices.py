@@ -1,12 +1,13 @@
-"""Where a run computes: the ``--accelerator``, ``--devices``, ``--num-nodes`` and ``--precision``
-options, defined once for ``search``, ``train``/``retrain`` and the NNI trial."""
+"""Where and how a run computes: ``--accelerator``, ``--devices``, ``--num-nodes``, ``--precision``
+and the data-loading options ``--workers``, ``--loader``, ``--channels-last``, defined once for
+``search``, ``train``/``retrain`` and the NNI trial."""
 from __future__ import annotations
 
 import argparse
 
 from nni_covid3d.precision import add_precision_argument
 
-__all__ = ["add_device_arguments", "parse_devices"]
+__all__ = ["add_device_arguments", "add_loader_arguments", "parse_devices", "parse_workers"]
 
 
 def parse_devices(text: str) -> int | str:
@@ -22,3 +23,26 @@ def add_device_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGro
     parser.add_argument("--num-nodes", type=int, default=1,
                         help="machines of a multi-node DDP run, --devices each (under torchrun or srun; README)")
     add_precision_argument(parser)
+
+
+def parse_workers(text: str) -> int | None:
+    """``--workers``: a count, or ``auto`` (``None``: chosen for the device, ``nni_covid3d.data.loading``)."""
+    if text == "auto":
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of worker processes or 'auto', got {text!r}")
+    return int(text)
+
+
+def add_loader_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add ``--workers``, ``--loader`` and ``--channels-last``: how batches reach the device."""
+    from nni_covid3d.data.loading import LOADER_KINDS
+    from nni_covid3d.training.memory_format import add_channels_last_argument
+
+    parser.add_argument("--workers", type=parse_workers, default=None, metavar="N|auto",
+                        help="data loader worker processes (default auto: none on a CPU, up to 8 with pinned "
+                             "memory on a GPU)")
+    parser.add_argument("--loader", default="torch", choices=LOADER_KINDS,
+                        help="torch: PyTorch's DataLoader; thread: MONAI's ThreadDataLoader (a background thread "
+                             "fills a buffer of batches; suits data cached in memory)")
+    add_channels_last_argument(parser)

@@ -15,7 +15,7 @@ from pathlib import Path
 from nni_covid3d.cli import UserError
 from nni_covid3d.data import DATASETS
 from nni_covid3d.models import MODEL_NAMES
-from nni_covid3d.devices import add_device_arguments
+from nni_covid3d.devices import add_device_arguments, add_loader_arguments
 
 
 
@@ -96,8 +96,8 @@ def _optim_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--monitor", choices=("val_acc", "val_bal_acc", "val_loss"), default="val_acc",
                         help="validation metric that selects the checkpoint")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     add_device_arguments(parser)
+    add_loader_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -118,7 +118,8 @@ def _config(args: argparse.Namespace):
     return TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay,
         scheduler="none" if args.no_cosine else "cosine", balance=args.balance, monitor=args.monitor,
-        seed=args.seed, num_workers=args.workers, accelerator=args.accelerator, devices=args.devices,
+        seed=args.seed, num_workers=args.workers, loader=args.loader, channels_last=args.channels_last,
+        accelerator=args.accelerator, devices=args.devices,
         num_nodes=args.num_nodes, progress=not args.no_progress, precision=args.precision,
     )
 

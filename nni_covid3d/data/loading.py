@@ -1,7 +1,32 @@
-"""DataLoader rules shared by every training and search loop."""
+"""How batches reach the model: the one DataLoader factory of every training, search and trial loop.
+
+The loader's settings follow the device unless the user sets them (``--workers``, ``--loader``):
+
+* on a CPU: no worker processes. The training step itself keeps the cores busy, and the cached
+  volumes only need a crop, a flip and light augmentation per access;
+* on a GPU: worker processes (up to 8, one core left for the training process), pinned memory and
+  four batches prefetched per worker, so the next batches are ready while the GPU computes;
+* ``--loader thread``: MONAI's ``ThreadDataLoader``, which also fills a buffer of batches from a
+  background thread; it suits data cached in memory, where worker processes would copy the cache.
+
+Training loaders never keep their workers between epochs: each epoch's workers are seeded from
+(seed, epoch) (``training/resume.py``), which persistent workers would not see, and a resumed run
+would then draw other augmentations.
+"""
 from __future__ import annotations
 
-__all__ = ["drop_remainder"]
+import os
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+__all__ = ["LOADER_KINDS", "drop_remainder", "uses_gpu", "default_workers", "make_loader"]
+
+#: ``--loader`` choices: PyTorch's DataLoader, or MONAI's ThreadDataLoader (a background buffer thread).
+LOADER_KINDS = ("torch", "thread")
+_MAX_GPU_WORKERS = 8
+_PREFETCH_PER_WORKER = 4
 
 
 def drop_remainder(n_samples: int, batch_size: int) -> bool:
@@ -11,3 +36,73 @@ def drop_remainder(n_samples: int, batch_size: int) -> bool:
     than one batch keeps its only (partial) batch rather than yielding nothing.
     """
     return n_samples > batch_size
+
+
+def uses_gpu(accelerator: str = "auto") -> bool:
+    """Whether a run with Lightning's ``accelerator`` computes on a CUDA GPU."""
+    return str(accelerator) in ("gpu", "cuda") or (str(accelerator) == "auto" and torch.cuda.is_available())
+
+
+def default_workers(accelerator: str = "auto", cpus: int | None = None) -> int:
+    """Loader worker processes for a run on ``accelerator`` when the user sets none (module docstring)."""
+    if not uses_gpu(accelerator):
+        return 0
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(_MAX_GPU_WORKERS, cpus - 1))
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    train: bool,
+    seed: int | None = None,
+    sampler: Sampler | None = None,
+    accelerator: str = "auto",
+    workers: int | None = None,
+    kind: str = "torch",
+    drop_last: bool | None = None,
+    traced: bool = False,
+) -> DataLoader:
+    """A DataLoader over ``dataset`` with the device's settings (module docstring).
+
+    Args:
+        dataset: yields ``{"image": FloatTensor[1, D, H, W], "label": int, ...}``.
+        batch_size: volumes per batch.
+        train: shuffled (unless ``sampler``), drops a last partial batch (:func:`drop_remainder`),
+            workers restarted every epoch; otherwise in order, every item, workers kept.
+        seed: seeds the shuffle (``torch.Generator``); ``None`` leaves it to the global RNG.
+        sampler: draws the training order instead of shuffling (e.g. class-balanced sampling).
+        accelerator: Lightning's accelerator name; chooses the defaults.
+        workers: worker processes; ``None`` chooses them for the device (:func:`default_workers`).
+        kind: ``"torch"`` or ``"thread"`` (:data:`LOADER_KINDS`).
+        drop_last: overrides the rule above (NNI's DARTS family draws training-sized batches
+            from its validation loader).
+        traced: an ``nni.trace``-d loader, as NNI's evaluators need to serialise it.
+    """
+    if kind not in LOADER_KINDS:
+        raise ValueError(f"--loader must be one of {', '.join(LOADER_KINDS)}, got {kind!r}")
+    if workers is not None and workers < 0:
+        raise ValueError(f"--workers must be 0 or more, got {workers}")
+    n_workers = default_workers(accelerator) if workers is None else workers
+    options: dict[str, Any] = {
+        "batch_size": batch_size,
+        "shuffle": train and sampler is None,
+        "sampler": sampler,
+        "num_workers": n_workers,
+        "generator": None if seed is None else torch.Generator().manual_seed(seed),
+        "drop_last": (train and drop_remainder(len(dataset), batch_size)) if drop_last is None else drop_last,
+        "pin_memory": uses_gpu(accelerator),
+    }
+    if n_workers > 0:
+        options.update(persistent_workers=not train, prefetch_factor=_PREFETCH_PER_WORKER)
+    if kind == "thread":
+        from monai.data import ThreadDataLoader as loader_class
+    else:
+        loader_class = DataLoader
+    if traced:
+        import nni
+
+        loader_class = nni.trace(loader_class)
+    return loader_class(dataset, **options)

@@ -357,8 +357,21 @@ class _AtomicPersistentDataset(PersistentDataset):
     moves them from the system's temporary folder: a copy, cut by a crash, when that folder lies on
     another file system); an unreadable entry is recomputed."""
 
+    def _entry(self, item: Mapping[str, Any]) -> Path:
+        return Path(self.cache_dir) / f"{self.hash_func(item).decode('utf-8')}{self.transform_hash}.pt"
+
+    def warm(self, progress: bool) -> int:
+        """Compute the entries not cached yet (a progress bar when ``progress``); returns how many."""
+        from tqdm.auto import tqdm
+
+        missing = [item for item in self.data if not self._entry(item).is_file()]
+        for item in tqdm(missing, desc=f"caching {len(missing)} of {len(self.data)} scans", disable=not progress,
+                         unit="scan", leave=False):
+            self._cachecheck(item)
+        return len(missing)
+
     def _cachecheck(self, item_transformed):
-        entry = Path(self.cache_dir) / f"{self.hash_func(item_transformed).decode('utf-8')}{self.transform_hash}.pt"
+        entry = self._entry(item_transformed)
         if entry.is_file():
             try:
                 return torch.load(entry, weights_only=True)
@@ -379,6 +392,7 @@ def make_dataset(
     cache_dir: Path | str | None = None,
     cache_in_memory: bool = False,
     seed: int = 0,
+    progress: bool = False,
 ) -> ScanDataset:
     """A torch Dataset over scans, yielding ``{"image": FloatTensor[1, D, H, W], "label": int, "scan": str}``.
 
@@ -390,6 +404,7 @@ def make_dataset(
             in a sub-folder per settings hash).
         cache_in_memory: cache them in memory instead (MONAI ``CacheDataset``), when no ``cache_dir``.
         seed: seed of the random transforms.
+        progress: fill the cache now, with a progress bar (otherwise the first epoch fills it).
     """
     from monai.data import CacheDataset, Dataset
 
@@ -399,8 +414,10 @@ def make_dataset(
         folder = Path(cache_dir) / f"prep-{preprocessing.cache_key()}"
         folder.mkdir(parents=True, exist_ok=True)
         base = _AtomicPersistentDataset(items, transform=stage1, cache_dir=folder)
+        if progress:
+            base.warm(progress=True)
     elif cache_in_memory:
-        base = CacheDataset(items, transform=stage1, num_workers=0, progress=False)
+        base = CacheDataset(items, transform=stage1, num_workers=0, progress=progress)
     else:
         base = Dataset(items, transform=stage1)
     post = per_access_transforms(preprocessing, train=train)

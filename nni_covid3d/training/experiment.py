@@ -104,8 +104,9 @@ def train_on_dataset(
         from nni_covid3d.models import resolve_architecture
 
         arch = resolve_architecture(arch)
-    train = make_dataset(split["train"], preprocessing, train=True, cache_dir=spec.cache_dir, seed=config.seed)
-    val = make_dataset(split["val"], preprocessing, train=False, cache_dir=spec.cache_dir)
+    cache = {"cache_dir": spec.cache_dir, "progress": config.progress}
+    train = make_dataset(split["train"], preprocessing, train=True, seed=config.seed, **cache)
+    val = make_dataset(split["val"], preprocessing, train=False, **cache)
     return train_model(
         model, train, val, out_dir,
         class_names=index.class_names, config=config, arch=arch,

@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from nni_covid3d.atomic import atomic_write_text
-from nni_covid3d.data.loading import drop_remainder
+from nni_covid3d.data.loading import make_loader
 from nni_covid3d.metrics import (
     classification_metrics,
     plot_confusion_matrix,
@@ -73,7 +73,9 @@ class TrainConfig:
     balance: str = "none"  # "weights": weighted loss; "sampler": class-balanced sampling
     monitor: str = "val_acc"
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int | None = None  # None: chosen for the device (nni_covid3d.data.loading)
+    loader: str = "torch"  # nni_covid3d.data.loading.LOADER_KINDS
+    channels_last: str = "auto"  # nni_covid3d.training.memory_format.CHANNELS_LAST_CHOICES
     accelerator: str = "auto"
     devices: int | str = 1
     num_nodes: int = 1  # machines of a multi-node DDP run (torchrun, SLURM), ``devices`` each
@@ -122,25 +124,15 @@ def inverse_frequency_weights(labels: Sequence[int], num_classes: int) -> list[f
     return [total / (num_classes * counts[c]) if counts[c] else 0.0 for c in range(num_classes)]
 
 
-def _loader(dataset: Dataset, config: TrainConfig, *, shuffle: bool, sampler=None, train: bool = False) -> DataLoader:
-    generator = torch.Generator().manual_seed(config.seed)
-    return DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        shuffle=shuffle and sampler is None,
-        sampler=sampler,
-        num_workers=config.num_workers,
-        generator=generator,
-        # Training workers start anew each epoch, seeded from the epoch's generator (ResumableRun):
-        # persistent ones would carry their random state across epochs, which a resumed run lacks.
-        persistent_workers=config.num_workers > 0 and not train,
-        drop_last=train and drop_remainder(len(dataset), config.batch_size),
-    )
+def _loader(dataset: Dataset, config: TrainConfig, *, sampler=None, train: bool = False) -> DataLoader:
+    return make_loader(dataset, config.batch_size, train=train, seed=config.seed, sampler=sampler,
+                       accelerator=config.accelerator, workers=config.num_workers, kind=config.loader)
 
 
 #: TrainConfig fields a resume may change: where it runs, and ``epochs`` (to train longer; the
 #: schedule then keeps the checkpoint's length, so only an unchanged ``epochs`` repeats a run exactly).
-_RESUME_MAY_CHANGE = ("epochs", "num_workers", "accelerator", "devices", "num_nodes", "progress")
+_RESUME_MAY_CHANGE = ("epochs", "num_workers", "loader", "channels_last", "accelerator", "devices", "num_nodes",
+                      "progress")
 
 
 def _run_record(classifier: CovidClassifier, train_dataset: Dataset, val_dataset: Dataset,
@@ -208,6 +200,7 @@ def fit_classifier(
 
     from nni_covid3d.nnictl.reporter import NniReporter
     from nni_covid3d.precision import check_precision
+    from nni_covid3d.training.memory_format import ChannelsLast3d, use_channels_last
 
     config = config or TrainConfig()
     check_precision(config.precision, config.accelerator)
@@ -244,7 +237,8 @@ def fit_classifier(
         TensorBoardLogger(out_dir, name="tensorboard", version=0, default_hp_metric=False),
         CSVLogger(out_dir, name="csv"),
     ]
-    train_loader = _loader(train_dataset, config, shuffle=True, sampler=sampler, train=True)
+    train_loader = _loader(train_dataset, config, sampler=sampler, train=True)
+    layout = [ChannelsLast3d()] if use_channels_last(config.channels_last, config.accelerator) else []
     trainer = pl.Trainer(
         max_epochs=config.epochs,
         accelerator=config.accelerator,
@@ -254,7 +248,7 @@ def fit_classifier(
         logger=loggers,
         plugins=[AtomicCheckpointIO()],
         callbacks=[ResumableRun(config.seed, [train_loader], record), checkpoint, last_checkpoint,
-                   LearningRateMonitor(logging_interval="epoch"), *callbacks,
+                   LearningRateMonitor(logging_interval="epoch"), *layout, *callbacks,
                    *([] if any(isinstance(c, NniReporter) for c in callbacks) else [NniReporter()])],
         enable_progress_bar=config.progress,
         enable_model_summary=config.progress,
@@ -264,7 +258,7 @@ def fit_classifier(
     trainer.fit(
         classifier,
         train_loader,
-        _loader(val_dataset, config, shuffle=False),
+        _loader(val_dataset, config),
         ckpt_path=str(last) if resume else None,
         weights_only=True,
     )
@@ -342,7 +336,8 @@ def predict(
 
     model = model.to(device).eval()
     labels, probs = [], []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = make_loader(dataset, batch_size, train=False, workers=num_workers,
+                         accelerator="gpu" if torch.device(device).type == "cuda" else "cpu")
     for batch in tqdm(loader, desc=description, disable=not progress, leave=False):
         x, y = unpack_batch(batch)
         probs.append(torch.softmax(model(x.to(device)), dim=1).float().cpu())
