@@ -1,11 +1,11 @@
-"""``make demo``'s pipeline (``nni_covid3d.demo``) end to end at toy budgets."""
+"""``make demo``'s pipeline (``nni_covid3d.cli.demo``) end to end at toy budgets."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from nni_covid3d.demo import DemoSettings, run_demo
+from nni_covid3d.cli.demo import DemoSettings, run_demo
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from nni_covid3d.data import Preprocessing, load_dataset, write_synthetic_dataset
-from nni_covid3d.demo import DemoSettings
+from nni_covid3d.cli.demo import DemoSettings
 from nni_covid3d.intensity_baseline import CrossValidation, cross_validate, dataset_features
 
 DEMO = DemoSettings()
