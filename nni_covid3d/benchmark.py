@@ -27,19 +27,24 @@ Output folder::
     out/benchmark.json           everything above as JSON
 
 A run that is stopped resumes where it stopped: a model whose ``record.json`` exists is not trained again.
+Several processes (one per GPU, or per core) may run the same command on the same output folder:
+each model is trained by the first process that claims it (an exclusive lock on its folder, freed
+when that process ends, also by a crash); the others wait for it and reuse its record.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["BenchmarkSettings", "RunRecord", "run_benchmark", "summarize", "bootstrap_patients", "METRICS"]
+__all__ = ["BenchmarkSettings", "RunRecord", "run_benchmark", "run_once", "summarize", "bootstrap_patients", "METRICS"]
 
 #: Scores summarised per method (keys of ``nni_covid3d.metrics.headline_scores``).
 METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "precision", "auc")
@@ -154,6 +159,37 @@ class _CountingDataset:
 
 
 # ------------------------------------------------------------------------------------ statistics
+@contextmanager
+def _claim(run_dir: Path, log: Callable[[str], None]) -> Iterator[None]:
+    """Hold the exclusive lock of ``run_dir`` (waiting while another process holds it)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / ".lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"[benchmark] {run_dir} is being trained by another process; waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_once(run_dir: Path, make: Callable[[Path], RunRecord], log: Callable[[str], None] = print) -> RunRecord:
+    """The record in ``run_dir``, made by ``make(run_dir)`` unless it exists (see the module docstring
+    for several processes sharing one folder)."""
+    path = run_dir / "record.json"
+    if not path.is_file():
+        with _claim(run_dir, log):
+            if not path.is_file():  # not written meanwhile by the process that held the claim
+                log(f"[benchmark] {run_dir} ...")
+                record = make(run_dir)
+                record.save(path)
+                return record
+    log(f"[benchmark] reusing {path}")
+    return RunRecord.load(path)
+
+
 def _scores(labels: np.ndarray, probs: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
     from nni_covid3d.metrics import classification_metrics, headline_scores
 
@@ -397,15 +433,7 @@ def run_benchmark(
         return result.best_score, probs.tolist(), seconds
 
     def run(method: str, seed: int, member: int, make: Callable[[Path], RunRecord]) -> RunRecord:
-        run_dir = out / "runs" / method / (f"seed{seed}" + (f"-{member}" if member else ""))
-        path = run_dir / "record.json"
-        if path.is_file():
-            log(f"[benchmark] {method} seed {seed} member {member}: reusing {path}")
-            return RunRecord.load(path)
-        log(f"[benchmark] {method} seed {seed} member {member} ...")
-        record = make(run_dir)
-        record.save(path)
-        return record
+        return run_once(out / "runs" / method / (f"seed{seed}" + (f"-{member}" if member else "")), make, log)
 
     def searched(strategy: str, seed: int) -> Callable[[Path], RunRecord]:
         def make(run_dir: Path) -> RunRecord:

@@ -94,3 +94,34 @@ def test_a_damaged_record_is_an_error_naming_the_file(tmp_path):
     path.write_text('{"method": 1')
     with pytest.raises(ValueError, match=f"{path}: damaged benchmark record"):
         RunRecord.load(path)
+
+
+def _train_slowly(run_dir, log_path):
+    """A stand-in model training: appends to a shared log, takes a moment, returns a record."""
+    import os
+    import time
+
+    with open(log_path, "a") as log:
+        log.write(f"{run_dir.name} {os.getpid()}\n")
+    time.sleep(0.5)
+    return RunRecord("random", 0, int(run_dir.name[-1]), 1, 0.1, 0.1, 0.5, 0.0, 1.0, [0, 1], [[0.6, 0.4], [0.3, 0.7]])
+
+
+def _worker(out, log_path):
+    from functools import partial
+
+    from nni_covid3d.benchmark import run_once
+
+    return [run_once(out / f"seed0-{k}", partial(_train_slowly, log_path=log_path), log=lambda _: None).member
+            for k in (1, 2, 3)]
+
+
+def test_processes_sharing_a_folder_train_each_model_once(tmp_path):
+    import multiprocessing
+
+    log_path = tmp_path / "trained.log"
+    with multiprocessing.get_context("fork").Pool(3) as pool:
+        results = pool.starmap(_worker, [(tmp_path / "runs", log_path)] * 3)
+    assert results == [[1, 2, 3]] * 3  # every process gets every record
+    trained = log_path.read_text().split("\n")[:-1]
+    assert sorted(line.split()[0] for line in trained) == ["seed0-1", "seed0-2", "seed0-3"]  # each trained once
