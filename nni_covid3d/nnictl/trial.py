@@ -22,6 +22,13 @@ Modes
 
 Data: ``--data-root`` points at a real dataset; without it the trial writes small synthetic
 phantoms (in the dataset's real on-disk layout) once into ``--cache-dir`` and uses them.
+
+Under NNI the process that NNI starts only supervises: the trial (parameters, training, metrics)
+runs in a child ``python -m nni_covid3d.nnictl.trial`` with ``NNI_COVID3D_TRIAL_WORKER=1``. A
+training process killed by a signal (e.g. SIGKILL from the out-of-memory killer) thus ends the
+trial FAILED, exit code ``128 + signal``, with one line in its stderr saying what happened; NNI
+3.0 would otherwise report it USER_CANCELED with nothing in its logs. See
+:mod:`nni_covid3d.nnictl.supervise`. Outside NNI (``--params``) the trial runs in this process.
 """
 from __future__ import annotations
 
@@ -32,15 +39,20 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import nni_covid3d  # noqa: F401  (filters NNI's known import warnings)
 from nni_covid3d.data import DATASETS
-from nni_covid3d.nnictl.reporter import NniReporter
 from nni_covid3d.devices import add_device_arguments
+from nni_covid3d.nnictl.supervise import WORKER_ENV, should_supervise, supervise
 from nni_covid3d.precision import check_precision
-from nni_covid3d.search import SearchData
-from nni_covid3d.training import CovidClassifier
+
+if TYPE_CHECKING:
+    from nni_covid3d.nnictl.reporter import NniReporter
+    from nni_covid3d.search import SearchData
+
+# Torch, Lightning and NNI are imported inside the functions that train: under NNI this module
+# first runs as the small supervising parent (nni_covid3d.nnictl.supervise), which trains nothing.
 
 __all__ = ["main", "build_parser", "TrialError", "ensure_synthetic_data", "DEFAULT_CACHE_DIR"]
 
@@ -98,7 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the trial; returns the process exit code.
+
+    Started by NNI, the trial trains in a child process that this one supervises, so that a
+    training process killed by a signal (the out-of-memory killer) ends the trial FAILED with the
+    reason in its stderr (see :mod:`nni_covid3d.nnictl.supervise`). Otherwise it trains here.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)  # usage errors end here, before any child starts
+    if should_supervise():
+        return supervise([sys.executable, "-m", "nni_covid3d.nnictl.trial", *argv],
+                         env={**os.environ, WORKER_ENV: "1"})
     import nni
 
     params = dict(nni.get_next_parameter() or {})
@@ -147,6 +169,7 @@ def ensure_synthetic_data(dataset: str, cache_dir: Path, n_patients: int, seed: 
 def load_data(args: argparse.Namespace, dataset: str) -> tuple[SearchData, list[Any]]:
     """Patient-level split of ``dataset``: its training and validation datasets, and the test scans."""
     from nni_covid3d.data import Preprocessing, load_dataset, make_patient_split
+    from nni_covid3d.search import SearchData
 
     if args.data_root is not None:
         root = args.data_root.expanduser()
@@ -194,7 +217,14 @@ def _trainer(args: argparse.Namespace, callbacks: list, **kwargs: Any):
     )
 
 
-def _report_final(reporter: Any, **extra: Any) -> dict[str, Any]:
+def _reporter() -> NniReporter:
+    """The NNI reporting callback; the final result is reported by the mode, with its extra fields."""
+    from nni_covid3d.nnictl.reporter import NniReporter
+
+    return NniReporter(final_at_fit_end=False)
+
+
+def _report_final(reporter: NniReporter, **extra: Any) -> dict[str, Any]:
     try:
         return reporter.report_final(**extra)
     except RuntimeError as error:
@@ -219,6 +249,7 @@ def run_arch(args: argparse.Namespace, params: dict[str, Any], output_dir: Path)
     """Rebuild the tuner's architecture sample, train it, report validation accuracy and size."""
     import pytorch_lightning as pl
     from nni_covid3d.models import model_size_mb
+    from nni_covid3d.training import CovidClassifier
     from nni_covid3d.search_spaces import ArchitectureError, choices_from_hpo, export_architecture, save_architecture
 
     if not params:
@@ -236,7 +267,7 @@ def run_arch(args: argparse.Namespace, params: dict[str, Any], output_dir: Path)
         config["num_classes"] = len(data.class_names)
         arch = export_architecture(config, arch["choices"], metadata=arch.get("metadata"))
     save_architecture(arch, output_dir / "architecture.json")
-    reporter = NniReporter(final_at_fit_end=False)
+    reporter = _reporter()
     # By name + architecture (get_model builds it), so NNI's tracing records plain arguments.
     module = CovidClassifier(
         "covidnet3d", class_names=data.class_names, arch=arch, learning_rate=args.learning_rate,
@@ -254,6 +285,7 @@ def run_baseline(args: argparse.Namespace, params: dict[str, Any], output_dir: P
     """Train ``params["model"]`` on ``params["dataset"]``; evaluate it once on the test patients."""
     import pytorch_lightning as pl
     from nni_covid3d.models import MIN_DEPTH, MODEL_NAMES
+    from nni_covid3d.training import CovidClassifier
 
     from nni_covid3d.search_spaces.cost import measure_cost
 
@@ -269,7 +301,7 @@ def run_baseline(args: argparse.Namespace, params: dict[str, Any], output_dir: P
 
     pl.seed_everything(args.seed, workers=True)
     data, test_scans = load_data(args, dataset)
-    reporter = NniReporter(final_at_fit_end=False)
+    reporter = _reporter()
     module = CovidClassifier(
         model_name, class_names=data.class_names, learning_rate=args.learning_rate, max_epochs=args.epochs,
         preprocessing=data.preprocessing.to_dict(),
@@ -326,7 +358,7 @@ def run_dnas(args: argparse.Namespace, params: dict[str, Any], output_dir: Path)
     options.update({key: cast(params[key]) for key, cast in (("arc_learning_rate", float), ("warmup_epochs", int))
                     if key in params})
     data, _ = load_data(args, args.dataset)
-    reporter = NniReporter(final_at_fit_end=False)
+    reporter = _reporter()
     try:
         result = run_search(
             data,

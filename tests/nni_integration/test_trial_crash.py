@@ -1,7 +1,10 @@
 """Trials that die, and ``nnictl stop`` / ``nnictl resume``, on a REAL NNI manager (127.0.0.1).
 
-* A trial whose python process is SIGKILLed while it trains ends in the manager (REST API
-  and ``load_experiment``) as USER_CANCELED in NNI 3.0 (not FAILED); the other trials SUCCEED.
+* A trial whose training process is SIGKILLed while it trains (as the out-of-memory killer
+  would) ends FAILED in the manager (REST API and ``load_experiment``), with the reason in the
+  trial's stderr (the web UI's "View trial error"); the other trials SUCCEED. NNI 3.0 alone would
+  report it USER_CANCELED with nothing in its logs: the trial's entry point supervises its training
+  in a child process (``nni_covid3d.nnictl.supervise``) so it can tell.
 * ``nnictl stop`` of a running experiment then ``nnictl resume ID`` finishes the remaining trials,
   and ``nni-covid3d report --experiment ID`` lists every finished trial, from before and after.
 """
@@ -19,6 +22,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from nni_covid3d.nnictl.run import free_port
+from nni_covid3d.nnictl.supervise import WORKER_ENV
 from tests.nni_integration.harness import NniExperiment, rewrite_config, start_experiment
 
 pytestmark = pytest.mark.slow
@@ -48,16 +52,29 @@ def _wait_for(condition, timeout: float, what: str, experiment: NniExperiment):
     raise AssertionError(f"timed out waiting for {what}\n{experiment.logs()}")
 
 
-def test_killed_trial_ends_user_canceled_and_the_others_succeed(tmp_path: Path) -> None:
+def training_pid(supervisor: int) -> int:
+    """The process that trains: the one child of the trial's supervising python process."""
+    children = [int(pid) for task in Path(f"/proc/{supervisor}/task").iterdir()
+                for pid in (task / "children").read_text().split()]
+    assert len(children) == 1, children
+    (child,) = children
+    command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+    assert command[1:3] == [b"-m", b"nni_covid3d.nnictl.trial"], command
+    assert f"{WORKER_ENV}=1".encode() in Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+    return child
+
+
+def test_a_trial_whose_training_is_sigkilled_ends_failed_saying_why_and_the_others_succeed(tmp_path: Path) -> None:
     from nni_covid3d.nnictl.records import load_experiment
 
     experiment = _start(tmp_path, epochs=3, n_trials=3)
     try:
-        # The first trial, once it has reported an epoch (it is training): SIGKILL its python process.
+        # The first trial, once it has reported an epoch (it is training): SIGKILL its training process.
         first = _wait_for(lambda: [t for t in experiment.trials() if experiment.metrics(t["trialJobId"])],
                           240, "a first intermediate result", experiment)[0]["trialJobId"]
-        (pid,) = experiment.trial_pids(first)
-        os.kill(pid, signal.SIGKILL)
+        (supervisor,) = experiment.trial_pids(first)
+        killed = training_pid(supervisor)
+        os.kill(killed, signal.SIGKILL)
         trials = experiment.wait(3, timeout=600)
         by_id = {t["trialJobId"]: t for t in trials}
         stderr = experiment.trial_file(first, "stderr")
@@ -65,23 +82,18 @@ def test_killed_trial_ends_user_canceled_and_the_others_succeed(tmp_path: Path) 
     finally:
         experiment.stop()
     assert not experiment.leftover_processes()
-    # NNI 3.0 limitation: its trial keeper sees a signal, not an exit code, and its v3 compat layer
-    # (nni_node/training_service/v3/compat.js, onTrialEnd) maps "exit code null" to USER_CANCELED:
-    # a trial killed by SIGKILL is reported USER_CANCELED, not FAILED, as if cancelled in the web UI.
-    assert by_id[first]["status"] == "USER_CANCELED", by_id[first]
+    assert by_id[first]["status"] == "FAILED", by_id[first]
     assert "endTime" in by_id[first] and not by_id[first].get("finalMetricData")
-    # Nothing runs after SIGKILL: the trial's log just stops in the middle of training.
-    assert "trial result:" not in experiment_stdout(by_id[first])
-    assert "Traceback" not in stderr and "error" not in stderr.lower()
-    assert "Connect to trial command channel" in trial_log
+    # The reason is the last line of the trial's stderr; the training's own log just stops.
+    assert stderr.strip().splitlines()[-1] == (
+        f"trial failed: the training process (pid {killed}) was killed by SIGKILL (signal 9); "
+        "the usual cause is the out-of-memory killer or a scheduler; see dmesg / the job log"), stderr
+    assert "Traceback" not in stderr
+    assert "Connect to trial command channel" in trial_log and "trial result:" not in trial_log
     assert [t["status"] for t in trials if t["trialJobId"] != first] == ["SUCCEEDED", "SUCCEEDED"]
     record = load_experiment(experiment.id, experiment.work_dir)
     assert {t.id: t.status for t in record.trials} == {t["trialJobId"]: t["status"] for t in trials}
     assert {t.id for t in record.trials if t.final} == {t["trialJobId"] for t in trials if t["trialJobId"] != first}
-
-
-def experiment_stdout(trial: dict) -> str:
-    return (Path(trial["logPath"]) / "trial.stdout").read_text()
 
 
 def test_nnictl_stop_then_resume_finishes_the_trials_and_report_lists_them_all(tmp_path: Path) -> None:
