@@ -99,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     trainer = Trainer(
         max_epochs=args.epochs, accelerator=args.accelerator, devices=devices,
         precision=check_precision(args.precision, args.accelerator),
-        strategy="ddp" if args.ddp else "auto", logger=False, enable_checkpointing=False,
+        # Single-path steps leave the candidates not drawn without gradient: DDP must expect that.
+        strategy="ddp_find_unused_parameters_true" if args.ddp else "auto", logger=False, enable_checkpointing=False,
         enable_progress_bar=False, num_sanity_val_steps=0,
     )
     evaluator = Lightning(

@@ -193,7 +193,7 @@ def run_search(
     from nni_covid3d.atomic import atomic_write_text
     from nni_covid3d.search_spaces import CovidNet3DSpace, export_architecture, save_architecture
     from nni_covid3d.training import CovidClassifier
-    from nni_covid3d.training.resume import ResumableRun, data_record
+    from nni_covid3d.training.resume import AtomicCheckpointIO, ResumableRun, data_record
 
     if strategy not in STRATEGY_NAMES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGY_NAMES}")
@@ -254,6 +254,7 @@ def run_search(
         max_epochs=epochs, accelerator=accelerator, devices=devices, num_nodes=num_nodes, precision=precision,
         # Unsampled candidates receive no gradient in a single-path step.
         strategy="ddp_find_unused_parameters_true" if many_devices else "auto",
+        plugins=[AtomicCheckpointIO()],  # GumbelDNAS's checkpoints: a killed write leaves the last one whole
         logger=pl.loggers.TensorBoardLogger(str(out), name="tensorboard") if out is not None else False,
         callbacks=[resumable, *callbacks, *([] if reporters else [reporter])], enable_checkpointing=False,
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,

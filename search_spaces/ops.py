@@ -13,6 +13,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from nni_covid3d.compat import will_engine_execute_node
+
 __all__ = [
     "DEFAULT_CANDIDATES",
     "SKIP",
@@ -74,17 +76,13 @@ def _engine_needs_gradient(ctx: Any, index: int) -> bool:
 
     ``ctx.needs_input_grad`` only says the input requires grad; a backward pass asked for other
     inputs (``torch.autograd.grad(loss, architecture_logits)``) never reads the weight gradient, and
-    the autograd engine knows which nodes it will run.
+    the autograd engine knows which nodes it will run (torch has no public API for it; see
+    :mod:`nni_covid3d.compat`).
     """
     if not ctx.needs_input_grad[index]:
         return False
     node = ctx.next_functions[index][0]
-    if node is None:
-        return False
-    try:
-        return bool(torch._C._will_engine_execute_node(node))
-    except (AttributeError, RuntimeError):  # private API: when unavailable, compute it
-        return True
+    return node is not None and will_engine_execute_node(node)
 
 
 class _DepthwiseConv3dCPU(torch.autograd.Function):

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from nni.mutable import Categorical, CategoricalMultiple, Mutable, MutableExpression
 from nni.nas.nn.pytorch import InputChoice, LayerChoice, MutableModule, Repeat
-from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
+from nni.nas.oneshot.pytorch.base_lightning import BaseSuperNetModule
 
 __all__ = [
     "Draw",
@@ -180,8 +180,13 @@ def _scale(output: Any, weight: torch.Tensor | None) -> Any:
 
 @contextlib.contextmanager
 def keep_batchnorm_stats(module: nn.Module) -> Iterator[None]:
-    """Undo running-statistics updates made inside the block (a recomputed forward must not count twice)."""
-    saved = [(m, [b.clone() for b in m.buffers(recurse=False)]) for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    """Undo running-statistics updates made inside the block (a recomputed forward must not count twice).
+
+    Covers every normalisation layer that tracks running statistics (``track_running_stats``):
+    batch norm of any dimension, synchronised or lazy, and instance norm when it tracks them.
+    """
+    saved = [(m, [b.clone() for b in m.buffers(recurse=False)]) for m in module.modules()
+             if getattr(m, "track_running_stats", False)]
     try:
         yield
     finally:

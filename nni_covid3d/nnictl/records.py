@@ -1,17 +1,18 @@
 """Read a (running or finished) nnictl experiment from disk: trials, metrics, best architecture, tables.
 
-NNI 3.0 keeps everything an experiment records in ``<experimentWorkingDirectory>/<ID>/db/nni.sqlite``
-(tables ``ExperimentProfile``, ``TrialJobEvent``, ``MetricData``) and the experiment registry in
-``~/nni-experiments/.experiment`` (``logDir`` = the working directory). Reading those needs no
-running NNI manager, so ``report`` and ``best-arch`` work on stopped experiments too.
+NNI 3.0 keeps everything an experiment records in a SQLite database in the experiment's folder, and
+nnictl registers each experiment's working directory. Reading those needs no running NNI manager, so
+``report`` and ``best-arch`` work on stopped experiments too. They are NNI's storage, not an API:
+:mod:`nni_covid3d.compat` alone knows their places, tables and columns.
 """
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+
+from nni_covid3d.compat import EXPERIMENT_DB, NNI_HOME, read_experiment_db, registered_log_dir
 
 __all__ = [
     "ExperimentNotFound",
@@ -25,9 +26,6 @@ __all__ = [
     "trial_rows",
     "format_table",
 ]
-
-REGISTRY = Path("~/nni-experiments/.experiment")
-
 
 class ExperimentNotFound(FileNotFoundError):
     """No experiment folder (with its database) for the given id."""
@@ -72,27 +70,22 @@ class ExperimentRecord:
 
 
 def find_experiment_dir(experiment_id: str, experiment_dir: Path | None = None) -> Path:
-    """The folder of ``experiment_id``: ``experiment_dir`` itself (if it holds ``db/nni.sqlite``),
-    ``experiment_dir/<id>``, the registry's ``logDir/<id>``, or ``~/nni-experiments/<id>``."""
+    """The folder of ``experiment_id``: ``experiment_dir`` itself (if it holds the experiment's database),
+    ``experiment_dir/<id>``, the working directory nnictl registered ``/<id>``, or ``~/nni-experiments/<id>``."""
     candidates: list[Path] = []
     if experiment_dir is not None:
         experiment_dir = experiment_dir.expanduser()
         candidates += [experiment_dir, experiment_dir / experiment_id]
-    registry = REGISTRY.expanduser()
-    if registry.is_file():
-        try:
-            record = json.loads(registry.read_text()).get(experiment_id)
-        except json.JSONDecodeError:
-            record = None
-        if record and record.get("logDir"):
-            candidates.append(Path(record["logDir"]).expanduser() / experiment_id)
-    candidates.append(Path("~/nni-experiments").expanduser() / experiment_id)
+    log_dir = registered_log_dir(experiment_id)
+    if log_dir is not None:
+        candidates.append(log_dir / experiment_id)
+    candidates.append(NNI_HOME.expanduser() / experiment_id)
     for candidate in candidates:
-        if (candidate / "db" / "nni.sqlite").is_file():
+        if (candidate / EXPERIMENT_DB).is_file():
             return candidate
     looked = ", ".join(str(c) for c in dict.fromkeys(candidates))
     raise ExperimentNotFound(
-        f"experiment {experiment_id!r}: no db/nni.sqlite in {looked} "
+        f"experiment {experiment_id!r}: no {EXPERIMENT_DB.as_posix()} in {looked} "
         "(pass --experiment-dir with the config's experimentWorkingDirectory)"
     )
 
@@ -115,25 +108,12 @@ def _as_dict(metric: Any) -> dict[str, Any]:
 def load_experiment(experiment_id: str, experiment_dir: Path | None = None) -> ExperimentRecord:
     """Everything the NNI manager recorded about an experiment, read from its SQLite database."""
     directory = find_experiment_dir(experiment_id, experiment_dir)
-    db = directory / "db" / "nni.sqlite"
-    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        profile = connection.execute(
-            "SELECT params FROM ExperimentProfile WHERE id = ? ORDER BY revision DESC LIMIT 1", (experiment_id,)
-        ).fetchone() or connection.execute(
-            "SELECT params FROM ExperimentProfile ORDER BY revision DESC LIMIT 1").fetchone()
-        events = connection.execute(
-            "SELECT trialJobId, event, data, logPath, sequenceId FROM TrialJobEvent ORDER BY timestamp, rowid"
-        ).fetchall()
-        metrics = connection.execute(
-            "SELECT trialJobId, parameterId, type, data FROM MetricData ORDER BY timestamp, rowid").fetchall()
-    finally:
-        connection.close()
-    config = json.loads(profile[0]) if profile else {}
+    tables = read_experiment_db(directory / EXPERIMENT_DB, experiment_id)
+    config = json.loads(tables.profile) if tables.profile else {}
 
     trials: dict[str, TrialRecord] = {}
     by_parameter_id: dict[str, dict[str, Any]] = {}
-    for trial_id, event, data, log_path, sequence in events:
+    for trial_id, event, data, log_path, sequence in tables.events:
         trial = trials.get(trial_id)
         if trial is None:
             trial = trials[trial_id] = TrialRecord(trial_id, int(sequence if sequence is not None else -1), event, {}, None)
@@ -147,7 +127,7 @@ def load_experiment(experiment_id: str, experiment_dir: Path | None = None) -> E
                 trial.parameters = parameters
         if log_path and trial.output_dir is None:
             trial.output_dir = Path(log_path)
-    for trial_id, parameter_id, kind, data in metrics:
+    for trial_id, parameter_id, kind, data in tables.metrics:
         trial = trials.get(trial_id)
         if trial is None:
             continue

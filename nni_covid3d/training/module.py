@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 import nni
 import torch
 import torchmetrics
-from nni.nas.evaluator.pytorch.lightning import LightningModule
+from nni.nas.evaluator.pytorch import LightningModule
 from torch import Tensor, nn
 
 from nni_covid3d.training.checkpoint import CHECKPOINT_KEY, FORMAT_VERSION, load_model, plain, read_checkpoint
@@ -162,12 +162,19 @@ class CovidClassifier(LightningModule):
         if self.hparams.scheduler == "none":
             return optimizer
         t_max = self.hparams.max_epochs
-        if t_max is None and self._trainer is not None:
-            t_max = self.trainer.max_epochs
+        if t_max is None:
+            t_max = self._trainer_max_epochs()
         if t_max is None or t_max < 0 or math.isinf(t_max):
             raise ValueError("the cosine schedule needs max_epochs (set it here or on the Trainer)")
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(int(t_max), 1))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def _trainer_max_epochs(self) -> int | None:
+        """The attached Trainer's ``max_epochs``; ``None`` when no Trainer is attached."""
+        try:
+            return self.trainer.max_epochs
+        except RuntimeError:  # Lightning: "... is not attached to a `Trainer`"
+            return None
 
     # Checkpoints: our metadata in plain Python types, so ``torch.load(weights_only=True)`` reads it.
     def checkpoint_metadata(self) -> dict[str, Any]:

@@ -10,10 +10,10 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-import nni.nas.strategy  # noqa: F401  (import first: importing the one-shot module first breaks NNI's strategy package)
 from nni.mutable import Sample
-from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
+from torch.nn.parallel import DistributedDataParallel
 
+from nni_covid3d.compat import DartsLightningModule
 from nni_covid3d.training.checkpoint import plain
 from nni_covid3d.training.resume import ResumeError, record_differences
 
@@ -47,6 +47,20 @@ def _fp32(like: torch.Tensor) -> torch.autocast:
     return torch.autocast(like.device.type, enabled=False)
 
 
+def check_ddp_allows_unused_parameters(model: nn.Module | None) -> None:
+    """Refuse a DDP-wrapped ``model`` whose DDP expects a gradient for every parameter.
+
+    A single-path step leaves the candidates it did not draw without gradient; DDP must be built
+    with ``find_unused_parameters=True`` (Lightning: ``strategy="ddp_find_unused_parameters_true"``).
+    """
+    if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
+        raise RuntimeError(
+            "GumbelDNAS trains one candidate per choice each step, so under DDP the candidates not drawn get no "
+            "gradient: build the Trainer with strategy='ddp_find_unused_parameters_true' (or "
+            "pytorch_lightning.strategies.DDPStrategy(find_unused_parameters=True))"
+        )
+
+
 class GumbelDNASLightningModule(DartsLightningModule):
     """Search logic of :class:`GumbelDNAS` (wraps the evaluator's LightningModule).
 
@@ -71,6 +85,8 @@ class GumbelDNASLightningModule(DartsLightningModule):
         self.register_buffer("temperature", torch.tensor(float(settings.temperature.init)))
         # Moving average of the architecture loss: the score-function baseline when one path is drawn.
         self.register_buffer("loss_baseline", torch.tensor(float("nan")))
+        #: Callbacks the search adds to the Trainer when the fit starts (:meth:`configure_callbacks`).
+        self.search_callbacks: list[pl.Callback] = []
 
     # ----------------------------------------------------------------- choices and draws
     def gumbel_modules(self) -> list[GumbelSuperNetModule]:
@@ -306,8 +322,13 @@ class GumbelDNASLightningModule(DartsLightningModule):
         self.argmax_draws()
         return self.training_module.validation_step(batch, batch_idx)
 
-    # ----------------------------------------------------------------- epoch hooks
+    # ----------------------------------------------------------------- fit and epoch hooks
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """Lightning's hook for a module's own callbacks: the search's (set by :class:`GumbelDNAS`)."""
+        return list(self.search_callbacks)
+
     def on_fit_start(self):
+        check_ddp_allows_unused_parameters(self.trainer.strategy.model)
         self.warmup_epochs = self.settings.warmup_for(self.trainer.max_epochs)
         return super().on_fit_start()
 
@@ -321,9 +342,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
         for label, alpha in self.label_alphas().items():
             probs = F.softmax(alpha.detach().float(), -1)
             metrics[f"entropy/{label}"] = float(-(probs * probs.clamp_min(1e-12).log()).sum())
-        for label, dist_ in self.export_probs().items():
-            for value, p in dist_.items():
-                metrics[f"prob/{label}/{value}"] = float(p)
+        self.log_probs(self.export_probs())  # NNI's: prob/<label>/<value>
         expected, argmax_size = self.expected_size_mb()
         metrics["arch/expected_size_mb"] = float(expected.detach())
         metrics["arch/argmax_size_mb"] = argmax_size

@@ -6,13 +6,13 @@ from typing import Any, Callable
 
 import pytorch_lightning as pl
 import torch
-import nni.nas.strategy  # noqa: F401  (import first: importing the one-shot module first breaks NNI's strategy package)
+import torch.nn as nn
 from nni.mutable import Sample
-from nni.nas.evaluator.pytorch.lightning import Lightning
+from nni.nas.evaluator.pytorch import Lightning
 from nni.nas.nn.pytorch import ModelSpace
-from nni.nas.oneshot.pytorch.strategy import DARTS, MutationHook
+from nni.nas.strategy import DARTS
 
-from nni_covid3d.training.resume import AtomicCheckpointIO, ResumableRun, check_resume, read_training_checkpoint
+from nni_covid3d.training.resume import ResumableRun, check_resume, read_training_checkpoint
 
 from ..supermodules import (
     GumbelInputChoice, GumbelLayerChoice, GumbelRepeat, GumbelSuperNetModule, check_categorical, reject_unsupported,
@@ -24,12 +24,21 @@ from .settings import ArchEstimator, SearchSettings, WeightSampling
 
 __all__ = ["GumbelDNAS"]
 
+#: NNI's mutation hook: ``(module, name, memo, mutate_kwargs)`` -> a replacement module, ``True`` to stop
+#: the other hooks, or ``None`` / ``False`` (see ``OneShotStrategy`` in NNI's API reference).
+MutationHook = Callable[[nn.Module, str, dict[str, Any], dict[str, Any]], Any]
+
 
 class GumbelDNAS(DARTS):
     """Single-path NAS with Gumbel sampling of the logits (an NNI one-shot strategy).
 
     Supported mutables: ``LayerChoice``, ``InputChoice`` (``n_chosen=1``) and ``Repeat`` with a
     categorical depth; anything else raises a ``TypeError`` naming the module or label.
+
+    Under DDP, the candidates a step did not draw get no gradient, which DDP must be told to expect:
+    build the Trainer with ``strategy="ddp_find_unused_parameters_true"`` (or
+    ``DDPStrategy(find_unused_parameters=True)``), as ``run_search`` does; another DDP strategy
+    stops the fit at its start with an error saying so. The Trainer is never changed behind your back.
 
     Parameters
     ----------
@@ -73,7 +82,9 @@ class GumbelDNAS(DARTS):
         If given, rank 0 writes the exported sample (JSON) there at the end of the search.
     checkpoint_dir, resume_from
         Save a Lightning checkpoint every epoch under ``checkpoint_dir`` (``last.ckpt`` kept; written
-        atomically); resume from ``resume_from`` (a path, or ``"last"`` for ``checkpoint_dir/last.ckpt``).
+        by the Trainer's checkpoint IO, atomically with ``Trainer(plugins=[AtomicCheckpointIO()])``
+        as ``run_search`` builds it); resume from ``resume_from`` (a path, or ``"last"`` for
+        ``checkpoint_dir/last.ckpt``).
         Every epoch's randomness is seeded from ``(seed, epoch)``
         (:class:`~nni_covid3d.training.resume.ResumableRun`), so a search resumed after a crash ends
         as the uninterrupted one; a checkpoint of other settings is refused.
@@ -135,7 +146,8 @@ class GumbelDNAS(DARTS):
     def mutate_model(self, model: ModelSpace) -> ModelSpace:
         if not isinstance(model, ModelSpace):
             raise TypeError(f"GumbelDNAS searches an nni ModelSpace, got {type(model).__name__}")
-        for label, mutable in model.simplify().items():
+        labels = model.simplify()
+        for label, mutable in labels.items():
             check_categorical(label, mutable)
         # DARTS draws the near-uniform starting logits (noise of 1e-3 that breaks argmax ties) from the
         # global RNG: seed it, so a given seed always starts from the same logits.
@@ -149,7 +161,7 @@ class GumbelDNAS(DARTS):
         for module in model.modules():
             if isinstance(module, GumbelLayerChoice):
                 module.checkpoint_candidates = self.checkpoint_candidates
-        missing = sorted(set(self._arch_parameters) - covered)
+        missing = sorted(set(labels) - covered)
         if missing:
             raise TypeError(
                 f"GumbelDNAS supports only LayerChoice, InputChoice and Repeat; the mutables {missing} are "
@@ -162,43 +174,58 @@ class GumbelDNAS(DARTS):
         return GumbelDNASLightningModule(training_module, self.settings)
 
     def mutate_evaluator(self, evaluator: Lightning) -> Lightning:
-        evaluator = super().mutate_evaluator(evaluator)
-        trainer = evaluator.trainer
-        from pytorch_lightning.strategies import DDPStrategy
+        """NNI's one-shot evaluator around :class:`GumbelDNASLightningModule`; the user's Trainer is left as given.
 
-        if isinstance(trainer.strategy, DDPStrategy):
-            # Unsampled candidates receive no gradient in a step.
-            trainer.strategy._ddp_kwargs["find_unused_parameters"] = True  # noqa: SLF001
-        # Every epoch's randomness from (seed, epoch) alone, so a resumed search is the uninterrupted one.
-        run = next((c for c in trainer.callbacks if isinstance(c, ResumableRun)), None)
-        if run is None:
-            run = ResumableRun(self.settings.seed, [evaluator.train_dataloaders, evaluator.val_dataloaders])
-            trainer.callbacks.append(run)
+        The search's own callbacks (:meth:`search_callbacks`) reach the Trainer through Lightning's
+        documented hook, ``LightningModule.configure_callbacks``, when the fit starts; a resume is a
+        fit argument of the new evaluator.
+        """
+        callbacks = self.search_callbacks(evaluator)
+        mutated = super().mutate_evaluator(evaluator)
+        mutated.module.search_callbacks = callbacks
+        if self.resume_from is not None:
+            run = next(c for c in [*evaluator.trainer.callbacks, *callbacks] if isinstance(c, ResumableRun))
+            resume = {"ckpt_path": str(self._resume_path(run.record)), "weights_only": True}
+            # A new dict: NNI's evaluator shares the user's, which keeps its own fit arguments.
+            mutated.fit_kwargs = {**mutated.fit_kwargs, **resume}
+        return mutated
+
+    def search_callbacks(self, evaluator: Lightning) -> list[pl.Callback]:
+        """The callbacks this search adds to the evaluator's Trainer.
+
+        A :class:`ResumableRun` (every epoch's randomness from ``(seed, epoch)`` alone, so a resumed
+        search is the uninterrupted one) unless the Trainer has one, and with ``checkpoint_dir`` a
+        ``ModelCheckpoint`` saving every epoch. Checkpoints are written by the Trainer's checkpoint IO:
+        build the Trainer with ``plugins=[AtomicCheckpointIO()]`` (as ``run_search`` does) to have a
+        killed write leave the previous checkpoint whole.
+        """
+        callbacks: list[pl.Callback] = []
+        if not any(isinstance(c, ResumableRun) for c in evaluator.trainer.callbacks):
+            callbacks.append(ResumableRun(self.settings.seed, [evaluator.train_dataloaders, evaluator.val_dataloaders]))
         if self.checkpoint_dir is not None:
             from pytorch_lightning.callbacks import ModelCheckpoint
-            from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-            if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # noqa: E721  (not a user's own IO)
-                trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-            trainer.callbacks.append(ModelCheckpoint(
+            callbacks.append(ModelCheckpoint(
                 dirpath=self.checkpoint_dir, filename="search-{epoch:03d}", save_last=True,
                 every_n_epochs=1, save_on_train_epoch_end=True,
             ))
-        if self.resume_from is not None:
-            path = self.resume_from
-            if str(path) == "last":
-                if self.checkpoint_dir is None:
-                    raise ValueError("resume_from='last' needs checkpoint_dir")
-                path = self.checkpoint_dir / "last.ckpt"
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"{path}: search checkpoint to resume from does not exist")
-            # Refuse a damaged checkpoint, or another run's, before Lightning touches it.
-            if run.record is not None:
-                check_resume(path, run.record)
-            else:
-                read_training_checkpoint(path)
-            evaluator.fit_kwargs.update(ckpt_path=str(path), weights_only=True)
-        return evaluator
+        return callbacks
+
+    def _resume_path(self, record: dict[str, Any] | None) -> Path:
+        """The checkpoint to resume from, checked before Lightning touches it: a damaged one, or
+        (with the run's ``record``) another run's, is refused."""
+        path = Path(self.resume_from)
+        if str(self.resume_from) == "last":
+            if self.checkpoint_dir is None:
+                raise ValueError("resume_from='last' needs checkpoint_dir")
+            path = self.checkpoint_dir / "last.ckpt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: search checkpoint to resume from does not exist")
+        if record is not None:
+            check_resume(path, record)
+        else:
+            read_training_checkpoint(path)
+        return path
 
     def train_dataloader(self, train_dataloader_fn: Callable[[], Any], val_dataloader_fn: Callable[[], Any]) -> Any:
         if isinstance(self.arch_split, str):  # "val": NNI DARTS's arrangement

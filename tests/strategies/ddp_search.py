@@ -32,7 +32,8 @@ def main(out: Path, num_nodes: int = 1) -> None:
         export_dir = out / f"node{os.environ['GROUP_RANK']}"
     torch.manual_seed(int(launch_rank))  # different weight init per rank: DDP must broadcast rank 0's
     evaluator = make_evaluator(image_dataset(64), image_dataset(32, seed=1), epochs=2, batch_size=8,
-                               devices=WORLD_SIZE // num_nodes, num_nodes=num_nodes, strategy="ddp")
+                               devices=WORLD_SIZE // num_nodes, num_nodes=num_nodes,
+                               strategy="ddp_find_unused_parameters_true")
     strategy = GumbelDNAS(seed=0, arc_learning_rate=0.05,
                           export_path=export_dir / f"export_from_rank{launch_rank}.json")
     run_search(MixedSpace(), evaluator, strategy)
