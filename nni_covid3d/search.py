@@ -65,11 +65,13 @@ class SearchData:
 
     @classmethod
     def from_split(cls, split: Mapping[str, Sequence[Scan]], class_names: Sequence[str], preprocessing: Preprocessing,
-                   *, cache_dir: str | Path | None = None, cache_in_memory: bool = False, seed: int = 0) -> SearchData:
-        """The datasets of ``split["train"]`` and ``split["val"]`` (``split["test"]`` is not read)."""
+                   *, cache_dir: str | Path | None = None, cache_in_memory: bool = False, seed: int = 0,
+                   progress: bool = False) -> SearchData:
+        """The datasets of ``split["train"]`` and ``split["val"]`` (``split["test"]`` is not read); with
+        ``progress``, the cache is filled now, with a progress bar."""
         from nni_covid3d.data import make_dataset
 
-        cache = {"cache_dir": cache_dir, "cache_in_memory": cache_in_memory}
+        cache = {"cache_dir": cache_dir, "cache_in_memory": cache_in_memory, "progress": progress}
         return cls(
             train=make_dataset(split["train"], preprocessing, train=True, seed=seed, **cache),
             val=make_dataset(split["val"], preprocessing, train=False, **cache),
@@ -142,7 +144,9 @@ def run_search(
     accelerator: str = "auto",
     devices: int | str = 1,
     num_nodes: int = 1,
-    workers: int = 0,
+    workers: int | None = None,
+    loader: str = "torch",
+    channels_last: str = "auto",
     precision: str = "32-true",
     progress: bool = False,
     callbacks: Sequence[Any] = (),
@@ -164,8 +168,10 @@ def run_search(
         out_dir: where the results go (see the module docstring); ``None`` writes nothing.
         resume: continue from ``out_dir/checkpoints/last.ckpt`` (GumbelDNAS), exactly as the
             uninterrupted search; refused when the checkpoint's run had other settings.
-        accelerator, devices, workers, progress: Lightning's and the loaders' settings; more than
-            one device runs DDP.
+        accelerator, devices, progress: Lightning's settings; more than one device runs DDP.
+        workers, loader: loader worker processes (``None``: chosen for the device) and kind
+            (``nni_covid3d.data.loading.make_loader``).
+        channels_last: ``"auto"``, ``"on"`` or ``"off"`` (``nni_covid3d.training.memory_format``).
         num_nodes: machines of a multi-node DDP run (``devices`` each; launched by torchrun or SLURM).
         precision: Lightning's precision (``nni_covid3d.precision.PRECISIONS``); under ``bf16-mixed`` and
             ``16-mixed`` GumbelDNAS keeps its logits, noise and softmax in fp32; ``16-mixed`` needs a
@@ -180,19 +186,19 @@ def run_search(
             ``ResumeError``, naming the file and what differs).
     """
     import pytorch_lightning as pl
-    import torch
-    from nni.nas.evaluator.pytorch import DataLoader, Lightning, Trainer
+    from nni.nas.evaluator.pytorch import Lightning, Trainer
     from nni.nas.execution import SequentialExecutionEngine
     from nni.nas.space import RawFormatModelSpace
     from torch.utils.data import Subset
 
     from nni_covid3d.data import patient_holdout_indices
-    from nni_covid3d.data.loading import drop_remainder
+    from nni_covid3d.data.loading import drop_remainder, make_loader
     from nni_covid3d.nnictl.reporter import NniReporter
     from nni_covid3d.precision import check_precision
     from nni_covid3d.atomic import atomic_write_text
     from nni_covid3d.search_spaces import CovidNet3DSpace, export_architecture, save_architecture
     from nni_covid3d.training import CovidClassifier
+    from nni_covid3d.training.memory_format import ChannelsLast3d, use_channels_last
     from nni_covid3d.training.resume import AtomicCheckpointIO, ResumableRun, data_record
 
     if strategy not in STRATEGY_NAMES:
@@ -223,11 +229,10 @@ def run_search(
         held = set(arch_indices)
         train_set, val_set = Subset(data.train, [i for i in range(len(data.train)) if i not in held]), \
             Subset(data.train, sorted(held))
-    train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, num_workers=workers,
-                              generator=torch.Generator().manual_seed(seed),
-                              drop_last=drop_remainder(len(train_set), batch_size))
-    val_loader = DataLoader(val_set, batch_size=batch_size, shuffle=False, num_workers=workers,
-                            drop_last=strategy in _NNI_DIFFERENTIABLE and drop_remainder(len(val_set), batch_size))
+    loading = {"accelerator": accelerator, "workers": workers, "kind": loader, "traced": True}
+    train_loader = make_loader(train_set, batch_size, train=True, seed=seed, **loading)
+    val_loader = make_loader(val_set, batch_size, train=False, seed=seed, **loading,
+                             drop_last=strategy in _NNI_DIFFERENTIABLE and drop_remainder(len(val_set), batch_size))
 
     space = CovidNet3DSpace(**{"num_classes": len(data.class_names), **space_config})
     space_config = space.config  # read before the strategy turns the space into a supernet in place
@@ -256,7 +261,8 @@ def run_search(
         strategy="ddp_find_unused_parameters_true" if many_devices else "auto",
         plugins=[AtomicCheckpointIO()],  # GumbelDNAS's checkpoints: a killed write leaves the last one whole
         logger=pl.loggers.TensorBoardLogger(str(out), name="tensorboard") if out is not None else False,
-        callbacks=[resumable, *callbacks, *([] if reporters else [reporter])], enable_checkpointing=False,
+        callbacks=[resumable, *([ChannelsLast3d()] if use_channels_last(channels_last, accelerator) else []),
+                   *callbacks, *([] if reporters else [reporter])], enable_checkpointing=False,
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
     )
     evaluator = Lightning(module, trainer, train_dataloaders=train_loader, val_dataloaders=val_loader)

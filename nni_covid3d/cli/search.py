@@ -15,7 +15,7 @@ import argparse
 
 from nni_covid3d.cli import UserError
 from nni_covid3d.cli.train import add_dataset_arguments
-from nni_covid3d.devices import add_device_arguments
+from nni_covid3d.devices import add_device_arguments, add_loader_arguments
 from nni_covid3d.precision import check_precision
 from nni_covid3d.search import STRATEGY_NAMES
 
@@ -58,8 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="recompute each drawn candidate's activations in backward: less memory, more time per step "
                         "(gumbel-dnas; figures in benchmarks/RESULTS.md)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=0)
     add_device_arguments(p)
+    add_loader_arguments(p)
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoints/last.ckpt (gumbel-dnas), also after a crash: the result is "
                         "the uninterrupted search's; refused if the data, split, space or settings differ")
@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     if not (args.resume and (args.out / "split.json").is_file()):  # a refused resume keeps the run's split
         save_split(split, args.out / "split.json")
     preprocessing = Preprocessing(depth=args.depth, height=args.height, width=args.width)
-    data = SearchData.from_split(split, index.class_names, preprocessing, cache_dir=args.cache_dir)
+    data = SearchData.from_split(split, index.class_names, preprocessing, cache_dir=args.cache_dir,
+                                 progress=not args.no_progress)
     space_config = {"preset": args.preset, "in_channels": 1, "widths": args.widths, "n_cells": args.n_cells,
                     "head_channels": args.head_channels, "search_downsampling": args.search_downsampling}
     try:
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
             epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay,
             arch_fraction=args.arch_fraction, seed=args.seed, out_dir=args.out, resume=args.resume,
             accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, workers=args.workers,
+            loader=args.loader, channels_last=args.channels_last,
             precision=args.precision, progress=not args.no_progress,
             metadata={"dataset": args.dataset},
         )

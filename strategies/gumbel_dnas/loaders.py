@@ -44,12 +44,18 @@ def split_train_loader(loader: DataLoader, arch_indices: Sequence[int]) -> tuple
         raise ValueError("the architecture part takes every training sample; nothing left for the weights")
     shuffle = isinstance(loader.sampler, RandomSampler)
 
+    # The same loader class (e.g. a traced MONAI ThreadDataLoader); a plain DataLoader becomes NNI's
+    # traced one, which NNI's evaluators can serialise.
+    loader_class = TracedDataLoader if type(loader) in (DataLoader, TracedDataLoader) else type(loader)
+
     def make(indices: list[int]) -> DataLoader:
-        return TracedDataLoader(
+        with_workers = {"persistent_workers": loader.persistent_workers,
+                        "prefetch_factor": loader.prefetch_factor} if loader.num_workers > 0 else {}
+        return loader_class(
             Subset(loader.dataset, indices), batch_size=loader.batch_size, shuffle=shuffle,
             num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
-            drop_last=loader.drop_last and drop_remainder(len(indices), loader.batch_size), worker_init_fn=loader.worker_init_fn, generator=loader.generator,
-            persistent_workers=loader.persistent_workers if loader.num_workers > 0 else False,
+            drop_last=loader.drop_last and drop_remainder(len(indices), loader.batch_size),
+            worker_init_fn=loader.worker_init_fn, generator=loader.generator, **with_workers,
         )
 
     return make(weight), make(arch)
