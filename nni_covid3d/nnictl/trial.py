@@ -18,7 +18,9 @@ Modes
     evaluates it once on the held-out test patients (reported as extra ``test_*`` fields).
 ``dnas``
     One GumbelDNAS search with tuner-chosen ``tau_init``, ``tau_final``, ``arc_learning_rate``
-    (optionally ``warmup_epochs``, ``learning_rate``); stores the exported architecture.
+    (optionally ``warmup_epochs``, ``learning_rate``); stores the exported architecture. Under
+    NNI it checkpoints every epoch in ``$NNI_OUTPUT_DIR/search/checkpoints``, so that a trial
+    stopped by ``nnictl stop`` continues its search when ``nnictl resume`` reruns it.
 
 Data: ``--data-root`` points at a real dataset; without it the trial writes small synthetic
 phantoms (in the dataset's real on-disk layout) once into ``--cache-dir`` and uses them.
@@ -44,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import nni_covid3d  # noqa: F401  (filters NNI's known import warnings)
 from nni_covid3d.data import DATASETS
 from nni_covid3d.devices import add_device_arguments
-from nni_covid3d.nnictl.supervise import WORKER_ENV, should_supervise, supervise
+from nni_covid3d.nnictl.supervise import WORKER_ENV, launched_by_nni, should_supervise, supervise
 from nni_covid3d.precision import check_precision
 
 if TYPE_CHECKING:
@@ -343,10 +345,18 @@ def test_summary(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def run_dnas(args: argparse.Namespace, params: dict[str, Any], output_dir: Path) -> dict[str, Any] | None:
-    """One GumbelDNAS search with the tuner's temperature schedule and architecture learning rate."""
+    """One GumbelDNAS search with the tuner's temperature schedule and architecture learning rate.
+
+    Under NNI the search keeps checkpoints in ``$NNI_OUTPUT_DIR/search/checkpoints`` and, when an
+    earlier run of this trial left one there, resumes from it: ``nnictl resume`` reruns a trial
+    that was running at ``nnictl stop`` with the same trial id, parameters and output folder. The
+    checkpoints are removed once the trial has succeeded.
+    """
     from nni_covid3d.models import model_size_mb
     from nni_covid3d.search import run_search
     from nni_covid3d.search_spaces import build_model, save_architecture
+    from nni_covid3d.training.checkpoint import CheckpointError
+    from nni_covid3d.training.resume import ResumeError
 
     known = {"tau_init", "tau_final", "arc_learning_rate", "warmup_epochs", "learning_rate"}
     unknown = sorted(set(params) - known)
@@ -358,7 +368,12 @@ def run_dnas(args: argparse.Namespace, params: dict[str, Any], output_dir: Path)
     options.update({key: cast(params[key]) for key, cast in (("arc_learning_rate", float), ("warmup_epochs", int))
                     if key in params})
     data, _ = load_data(args, args.dataset)
-    reporter = _reporter()
+    reporter = _resumable_reporter()
+    search_dir = output_dir / "search" if launched_by_nni() else None
+    last = search_dir / "checkpoints" / "last.ckpt" if search_dir is not None else None
+    resume = last is not None and last.is_file()
+    if resume:
+        print(f"resuming the search from {last} (left by an earlier run of this trial)", file=sys.stderr, flush=True)
     try:
         result = run_search(
             data,
@@ -366,18 +381,45 @@ def run_dnas(args: argparse.Namespace, params: dict[str, Any], output_dir: Path)
             strategy_options=options, epochs=args.epochs, batch_size=args.batch_size,
             learning_rate=float(params.get("learning_rate", args.learning_rate)), seed=args.seed,
             accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
-            workers=args.num_workers, callbacks=[reporter],
+            workers=args.num_workers, callbacks=[reporter], out_dir=search_dir, resume=resume,
             precision=args.precision,
             metadata={"source": "GumbelDNAS nnictl trial", "params": params},
         )
+    except (ResumeError, CheckpointError) as error:
+        raise TrialError(f"cannot resume the search from {last}: {error} "
+                         f"(delete {last.parent} to start this trial's search over)") from error
     except ValueError as error:
         raise TrialError(f"invalid DNAS parameters {params}: {error}") from error
     if not result.is_global_zero:
         return None
     save_architecture(result.architecture, output_dir / "architecture.json")
     final = _report_final(reporter, size_mb=round(model_size_mb(build_model(result.architecture)), 4))
+    if search_dir is not None:  # only a rerun of an unfinished trial needs them
+        shutil.rmtree(search_dir / "checkpoints", ignore_errors=True)
     return {"mode": "dnas", "params": params, "dataset": args.dataset, "final": final,
-            "history": reporter.history, "architecture": "architecture.json"}
+            "history": reporter.history, "architecture": "architecture.json", "resumed": resume}
+
+
+def _resumable_reporter() -> NniReporter:
+    """An :class:`NniReporter` whose history is saved in the search's checkpoints and restored on resume.
+
+    A resumed search thus continues NNI's intermediate-result sequence (no epoch is reported twice
+    under one sequence number) and has the last validation result for the final one, even when the
+    run was stopped after its last epoch's checkpoint.
+    """
+    from nni_covid3d.nnictl.reporter import NniReporter
+
+    class ResumableNniReporter(NniReporter):
+        def state_dict(self) -> dict[str, Any]:
+            return {"history": [dict(entry) for entry in self.history]}
+
+        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+            import nni.trial
+
+            self.history = [dict(entry) for entry in state_dict.get("history", [])]
+            nni.trial.overwrite_intermediate_seq(len(self.history))
+
+    return ResumableNniReporter(final_at_fit_end=False)
 
 
 MODES: dict[str, Callable[[argparse.Namespace, dict[str, Any], Path], dict[str, Any]]] = {

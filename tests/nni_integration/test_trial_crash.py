@@ -7,6 +7,8 @@
   in a child process (``nni_covid3d.nnictl.supervise``) so it can tell.
 * ``nnictl stop`` of a running experiment then ``nnictl resume ID`` finishes the remaining trials,
   and ``nni-covid3d report --experiment ID`` lists every finished trial, from before and after.
+  NNI reruns the trial that was running at the stop under its own id and folder: a DNAS trial
+  continues its search from its last checkpoint there.
 """
 from __future__ import annotations
 
@@ -96,6 +98,19 @@ def test_a_trial_whose_training_is_sigkilled_ends_failed_saying_why_and_the_othe
     assert {t.id for t in record.trials if t.final} == {t["trialJobId"] for t in trials if t["trialJobId"] != first}
 
 
+def _resume(experiment: NniExperiment) -> NniExperiment:
+    """``nnictl resume`` of the stopped ``experiment`` (checked STOPPED first); the live experiment."""
+    registry = experiment.home / "nni-experiments" / ".experiment"
+    assert json.loads(registry.read_text())[experiment.id]["status"] == "STOPPED"
+    port = free_port()
+    nnictl = Path(sys.executable).with_name("nnictl")
+    done = subprocess.run([str(nnictl), "resume", experiment.id, "--port", str(port)],
+                          env=experiment.env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return NniExperiment(experiment.id, port, experiment.home, experiment.work_dir,
+                         int(json.loads(registry.read_text())[experiment.id]["pid"]), experiment.env)
+
+
 def test_nnictl_stop_then_resume_finishes_the_trials_and_report_lists_them_all(tmp_path: Path) -> None:
     work_dir = tmp_path / "nni-experiments"
     config = tmp_path / "arch.yml"
@@ -111,33 +126,71 @@ def test_nnictl_stop_then_resume_finishes_the_trials_and_report_lists_them_all(t
     finally:
         experiment.stop()
     assert not experiment.leftover_processes()
-    registry = tmp_path / "home" / "nni-experiments" / ".experiment"
-    assert json.loads(registry.read_text())[experiment.id]["status"] == "STOPPED"
 
-    port = free_port()
-    nnictl = Path(sys.executable).with_name("nnictl")
-    done = subprocess.run([str(nnictl), "resume", experiment.id, "--port", str(port)],
-                          env=experiment.env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stdout + done.stderr
-    resumed = NniExperiment(experiment.id, port, experiment.home, work_dir,
-                            int(json.loads(registry.read_text())[experiment.id]["pid"]), experiment.env)
+    resumed = _resume(experiment)
     try:
         trials = resumed.wait(3, timeout=600)
     finally:
         resumed.stop()
     assert not resumed.leftover_processes()
     after = {t["trialJobId"]: t["status"] for t in trials}
-    # Resume keeps the trials from before the stop (none is re-run) and maxTrialNumber counts them:
-    # it starts only the remaining ones. (Observed: the trial running at the stop had just finished
-    # and is SUCCEEDED; one killed by the stop would stay USER_CANCELED and is not retried.)
+    # Resume keeps the trials that had ended before the stop (not re-run), reruns the one that was
+    # running under its own id (NNI stored no end for it: nni_node/core/nnimanager.js,
+    # addRecoveredTrialJob), and maxTrialNumber counts them all: it starts only the remaining ones.
     assert set(before) <= set(after) and len(after) == 3, (before, after)
-    succeeded_before = {i for i, s in before.items() if s == "SUCCEEDED"}
-    assert succeeded_before <= {i for i, s in after.items() if s == "SUCCEEDED"}  # kept, not re-run
-    assert sum(s == "SUCCEEDED" for s in after.values()) >= 3 - (len(before) - len(succeeded_before))
+    assert list(after.values()) == ["SUCCEEDED"] * 3, (before, after)
 
     report = subprocess.run([str(Path(sys.executable).with_name("nni-covid3d")), "report", "--experiment", experiment.id],
                             env=experiment.env, capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr
-    for trial_id, status in after.items():
-        if status == "SUCCEEDED":
-            assert trial_id in report.stdout
+    for trial_id in after:
+        assert trial_id in report.stdout
+
+
+def parameters(trial: dict) -> dict:
+    """The tuner parameters of a trial as the REST API lists it."""
+    return json.loads(trial["hyperParameters"][0])["parameters"]
+
+
+def test_a_dnas_trial_stopped_mid_search_continues_from_its_checkpoint_after_nnictl_resume(tmp_path: Path) -> None:
+    epochs = 10  # long enough to be still searching when nnictl stop reaches it
+    space = tmp_path / "tiny_space.json"
+    space.write_text(json.dumps({"preset": "S", "n_cells": [2, 2, 2, 1, 1, 1], "head_channels": 256}))
+    work_dir = tmp_path / "nni-experiments"
+    config = tmp_path / "dnas.yml"
+    rewrite_config(CONFIGS / "dnas_hpo.yml", config, work_dir,
+                   extra_trial_args=f"--epochs {epochs} {TINY} --synthetic-patients 12 --space-config {space}",
+                   overrides={"maxTrialNumber": 1, "trialConcurrency": 1})
+    experiment = start_experiment(config, home=tmp_path / "home", work_dir=work_dir)
+    try:
+        # Stop once the first epoch is reported and checkpointed.
+        (trial,) = _wait_for(lambda: [t for t in experiment.trials() if experiment.metrics(t["trialJobId"])
+                                      and (Path(t["logPath"]) / "search" / "checkpoints" / "last.ckpt").is_file()],
+                             300, "a first epoch reported and checkpointed", experiment)
+    finally:
+        experiment.stop()
+    assert not experiment.leftover_processes()
+    trial_dir = Path(trial["logPath"])
+    assert not (trial_dir / "result.json").exists(), "the trial finished before nnictl stop reached it"
+
+    resumed = _resume(experiment)
+    try:
+        trials = resumed.wait(1, timeout=600)
+        stderr = resumed.trial_file(trial["trialJobId"], "stderr")
+        metrics = resumed.metrics(trial["trialJobId"])
+    finally:
+        resumed.stop()
+    assert not resumed.leftover_processes()
+    # The same trial (id, parameters, folder) ran again and continued its search.
+    assert [(t["trialJobId"], t["status"]) for t in trials] == [(trial["trialJobId"], "SUCCEEDED")], trials
+    assert parameters(trials[0]) == parameters(trial)
+    assert f"resuming the search from {trial_dir / 'search' / 'checkpoints' / 'last.ckpt'}" in stderr, stderr
+    result = json.loads((trial_dir / "result.json").read_text())
+    assert result["resumed"] is True and len(result["history"]) == epochs
+    # Each epoch reported under its own sequence number; the checkpointed first one not again.
+    sequences = [m["sequence"] for m in metrics if m["type"] == "PERIODICAL"]
+    assert sorted(set(sequences)) == list(range(epochs)) and sequences.count(0) == 1, sequences
+    (final,) = [json.loads(json.loads(m["data"])) for m in metrics if m["type"] == "FINAL"]
+    assert final["default"] == result["history"][-1]["default"]
+    assert (trial_dir / "architecture.json").is_file()
+    assert not (trial_dir / "search" / "checkpoints").exists()  # removed once the trial succeeded
