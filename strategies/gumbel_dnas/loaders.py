@@ -26,7 +26,10 @@ def arch_indices(n: int, arch_split: float | Sequence[int], seed: int) -> list[i
 def split_train_loader(loader: DataLoader, arch_indices: Sequence[int]) -> tuple[DataLoader, DataLoader]:
     """Split ``loader``'s dataset into (weight loader, arch loader) by dataset index.
 
-    Both loaders copy ``loader``'s batch size, shuffling, workers and collate function.
+    Both loaders copy ``loader``'s batch size, shuffling, workers, prefetch and collate function, and
+    share its seeded generator (which ``ResumableRun`` reseeds every epoch). They are PyTorch loaders
+    whatever ``loader``'s class: a background-thread loader (MONAI's ``ThreadDataLoader``) would draw
+    the two shuffles from the shared generator in racing order, and the search would not repeat.
     """
     if not isinstance(loader, DataLoader) or loader.batch_size is None:
         raise TypeError(
@@ -44,14 +47,10 @@ def split_train_loader(loader: DataLoader, arch_indices: Sequence[int]) -> tuple
         raise ValueError("the architecture part takes every training sample; nothing left for the weights")
     shuffle = isinstance(loader.sampler, RandomSampler)
 
-    # The same loader class (e.g. a traced MONAI ThreadDataLoader); a plain DataLoader becomes NNI's
-    # traced one, which NNI's evaluators can serialise.
-    loader_class = TracedDataLoader if type(loader) in (DataLoader, TracedDataLoader) else type(loader)
-
     def make(indices: list[int]) -> DataLoader:
         with_workers = {"persistent_workers": loader.persistent_workers,
                         "prefetch_factor": loader.prefetch_factor} if loader.num_workers > 0 else {}
-        return loader_class(
+        return TracedDataLoader(
             Subset(loader.dataset, indices), batch_size=loader.batch_size, shuffle=shuffle,
             num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
             drop_last=loader.drop_last and drop_remainder(len(indices), loader.batch_size),

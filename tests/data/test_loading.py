@@ -51,3 +51,16 @@ def test_the_cache_is_filled_before_training_and_not_again(ccccii_root, tmp_path
     again = make_dataset(scans, preprocessing, train=False, cache_dir=tmp_path, progress=True)
     assert "caching 0 of 4 scans" in capsys.readouterr().err
     assert torch.equal(again[0]["image"], dataset[0]["image"])
+
+
+def test_a_training_run_with_the_thread_loader_repeats_the_torch_loaders_run(tmp_path):
+    from nni_covid3d.training.pipeline import TrainConfig, train_model
+    from tests.training.helpers import CLASSES, tiny_arch
+
+    losses = {}
+    for kind in ("torch", "thread"):
+        config = TrainConfig(epochs=2, batch_size=4, progress=False, accelerator="cpu", loader=kind)
+        result = train_model("covidnet3d", BlobVolumes(12), BlobVolumes(3, seed=1), tmp_path / kind,
+                             class_names=CLASSES, config=config, arch=tiny_arch())
+        losses[kind] = [row["train_loss"] for row in result.history]
+    assert losses["thread"] == losses["torch"]

@@ -57,6 +57,18 @@ def test_run_search_is_deterministic_for_a_seed():
     assert first.probabilities == second.probabilities
 
 
+def test_the_thread_loader_searches_exactly_as_the_torch_loader_and_channels_last_runs():
+    torch_run = run_search(tiny_data(), TINY_SPACE, epochs=2, batch_size=4, seed=3, accelerator="cpu")
+    thread_run = run_search(tiny_data(), TINY_SPACE, epochs=2, batch_size=4, seed=3, accelerator="cpu",
+                            loader="thread")
+    # The same batches in the same order (GumbelDNAS's own weight/architecture loaders stay PyTorch's).
+    assert thread_run.probabilities == torch_run.probabilities
+    channels_last = run_search(tiny_data(), TINY_SPACE, epochs=2, batch_size=4, seed=3, accelerator="cpu",
+                               channels_last="on")
+    assert set(channels_last.architecture["choices"]) == set(torch_run.architecture["choices"])
+    assert build_model(channels_last.architecture).eval()(torch.zeros(1, 1, 8, 32, 32)).shape == (1, 2)
+
+
 def test_nni_strategies_run_through_the_same_entry_point():
     result = run_search(tiny_data(), TINY_SPACE, strategy="random-oneshot", epochs=1, batch_size=4, accelerator="cpu")
     assert result.probabilities is None and result.architecture["metadata"]["strategy"] == "random-oneshot"
