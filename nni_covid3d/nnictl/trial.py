@@ -414,10 +414,10 @@ def _resumable_reporter() -> NniReporter:
             return {"history": [dict(entry) for entry in self.history]}
 
         def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-            import nni.trial
+            from nni_covid3d.compat import continue_intermediate_sequence
 
             self.history = [dict(entry) for entry in state_dict.get("history", [])]
-            nni.trial.overwrite_intermediate_seq(len(self.history))
+            continue_intermediate_sequence(len(self.history))
 
     return ResumableNniReporter(final_at_fit_end=False)
 
