@@ -9,15 +9,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from nni_covid3d.data.classes import class_names_for
 from nni_covid3d.data.io import PNG_SUFFIXES, read_csv
 from nni_covid3d.data.collect import MASK_FOLDER, ScanCollector, visible_children
 from nni_covid3d.data.records import DataError, DatasetIndex, Scan, natural_key
 from nni_covid3d.data.single import scan_folder_files
 
-__all__ = ["CLASS_NAMES", "read_ccccii", "mask_path_for"]
+__all__ = ["CLASS_NAMES", "FILE_LIST_CSV", "LESION_SLICES_CSV", "read_ccccii", "mask_path_for"]
 
 #: The paper's label order: CP=0, NCP=1, Normal=2.
-CLASS_NAMES = ["CP", "NCP", "Normal"]
+CLASS_NAMES = class_names_for("ccccii")
+#: The release's list of scans with their labels (columns ``label``, ``patient_id``, ``scan_id``).
+FILE_LIST_CSV = "unzip_filenames.csv"
+#: The release's slices with lesions (column ``imgpath``: ``<class>/<patient>/<scan>/<slice>``).
+LESION_SLICES_CSV = "lesions_slices.csv"
 
 
 def mask_path_for(root: Path, class_name: str, patient_id: str, scan_id: str) -> Path:
@@ -37,7 +42,7 @@ def _scan_slices(scan_dir: Path) -> list[Path]:
 
 def _read_unzip_filenames(root: Path) -> dict[tuple[str, str], str]:
     """``unzip_filenames.csv``: (patient_id, scan_id) -> class name, to cross-check folder labels."""
-    path = root / "unzip_filenames.csv"
+    path = root / FILE_LIST_CSV
     if not os.path.lexists(path):
         return {}
     fields, rows = read_csv(path)
@@ -49,7 +54,7 @@ def _read_unzip_filenames(root: Path) -> dict[tuple[str, str], str]:
 
 def read_lesion_slices(root: Path) -> dict[str, list[str]]:
     """``lesions_slices.csv`` (header ``imgpath``): scan key ``<class>/<pid>/<sid>`` -> slice file names."""
-    path = Path(root) / "lesions_slices.csv"
+    path = Path(root) / LESION_SLICES_CSV
     out: dict[str, list[str]] = {}
     if not os.path.lexists(path):
         return out
@@ -125,7 +130,7 @@ def _lesion_slices_of_scans(root: Path, collector: ScanCollector) -> dict[str, l
     lesion_slices = read_lesion_slices(root)  # keyed <class>/<pid>/<sid>
     if not lesion_slices:
         return None
-    csv_path = root / "lesions_slices.csv"
+    csv_path = root / LESION_SLICES_CSV
     lesions = {}
     for scan in collector.scans:
         listed = lesion_slices.get(f"{scan.label_name}/{scan.key}")

@@ -15,9 +15,23 @@ from nni_covid3d.data.io import describe_error, is_nifti, require_regular_file
 from nni_covid3d.data.collect import ScanCollector, visible_children
 from nni_covid3d.data.records import DataError, DatasetIndex, Scan, natural_key
 
-__all__ = ["read_mosmed", "CATEGORIES"]
+__all__ = ["read_mosmed", "CATEGORIES", "REGISTRY_XLSX", "study_path", "mask_path"]
 
 CATEGORIES = [f"CT-{k}" for k in range(5)]
+#: The release's study list (optional; read when present).
+REGISTRY_XLSX = "dataset_registry.xlsx"
+_STUDIES = "studies"
+_MASKS = "masks"
+
+
+def study_path(root: Path, category: str, study_id: str) -> Path:
+    """Where study ``study_id`` of grade folder ``category`` (``CT-0`` ... ``CT-4``) lives."""
+    return Path(root) / _STUDIES / category / f"{study_id}.nii.gz"
+
+
+def mask_path(root: Path, study_id: str) -> Path:
+    """Where the lesion mask of ``study_id`` lives (the release has masks for 50 CT-1 studies)."""
+    return Path(root) / _MASKS / f"{study_id}_mask.nii.gz"
 _STUDY = re.compile(r"^(study_\d+)\.nii(\.gz)?$")
 
 
@@ -28,7 +42,7 @@ def _label(category: str, task: str) -> int:
 
 def _read_registry(root: Path) -> dict[str, str]:
     """``dataset_registry.xlsx``: study file name -> category, to cross-check the folders."""
-    path = root / "dataset_registry.xlsx"
+    path = root / REGISTRY_XLSX
     if not os.path.lexists(path):
         return {}
     import pandas as pd
@@ -48,7 +62,7 @@ def _read_registry(root: Path) -> dict[str, str]:
 def read_mosmed(root: Path, *, task: str | None, collector: ScanCollector) -> DatasetIndex:
     task = task or "binary"
     class_names = class_names_for("mosmed", task)
-    studies = root / "studies"
+    studies = root / _STUDIES
     if not studies.is_dir():
         raise DataError(studies, "missing the studies/ folder (expected studies/CT-0 ... CT-4)")
     registry = _read_registry(root)
@@ -81,7 +95,7 @@ def read_mosmed(root: Path, *, task: str | None, collector: ScanCollector) -> Da
                 if listed is not None and listed != category:
                     raise DataError(path, f"in folder {category} but dataset_registry.xlsx says {listed}")
                 study_id = match.group(1)
-                mask = root / "masks" / f"{study_id}_mask.nii.gz"
+                mask = mask_path(root, study_id)
                 label = _label(category, task)
                 return Scan(
                     dataset="mosmed",

@@ -15,7 +15,10 @@ from typing import Sequence
 
 import numpy as np
 
+from nni_covid3d.data.ccccii import CLASS_NAMES, FILE_LIST_CSV, LESION_SLICES_CSV, mask_path_for
+from nni_covid3d.data.covidctset import DETAILS_CSV
 from nni_covid3d.data.io import TIFF_HU_OFFSET
+from nni_covid3d.data.mosmed import CATEGORIES, REGISTRY_XLSX, mask_path, study_path
 from nni_covid3d.data.phantom import MAX_BUDGET, draw_budget, make_phantom, make_shape_phantom, random_anatomy
 from nni_covid3d.data.readers import MASK_FOLDER
 
@@ -163,8 +166,6 @@ def write_synthetic_dataset(
 def _write_ccccii(root: Path, rng, *, n_patients, size, slices, involvement, phantom) -> None:
     from PIL import Image
 
-    from nni_covid3d.data.ccccii import CLASS_NAMES, mask_path_for
-
     labels = _class_sequence(n_patients, [0, 1, 2], rng)
     unzip_rows, lesion_rows = [], []
     for index, label in enumerate(labels):
@@ -192,11 +193,11 @@ def _write_ccccii(root: Path, rng, *, n_patients, size, slices, involvement, pha
             unzip_rows.append((f"{class_name}-{patient_id}.zip", class_name, patient_id, scan_id, gray.shape[0]))
             if class_name != "Normal":
                 save_axial_nifti(mask_path_for(root, class_name, patient_id, scan_id), scan.mask, scan.spacing)
-    with (root / "unzip_filenames.csv").open("w", newline="") as handle:
+    with (root / FILE_LIST_CSV).open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["zip_file", "label", "patient_id", "scan_id", "n_slice"])
         writer.writerows(unzip_rows)
-    with (root / "lesions_slices.csv").open("w", newline="") as handle:
+    with (root / LESION_SLICES_CSV).open("w", newline="") as handle:
         handle.write("imgpath\n" + "".join(f"{row}\n" for row in lesion_rows))
 
 
@@ -215,19 +216,19 @@ def _write_mosmed(root: Path, rng, *, n_patients, size, slices, phantom) -> None
             scan = _scan_phantom(rng, anatomy, phantom=phantom, pattern=pattern, size=size, slices=slices,
                                  spacing_z=(7.5, 10.0), involvement=MOSMED_BUDGET,
                                  extent=SEVERITY_RANGES[grade] if grade else None)
-        study_file = root / "studies" / f"CT-{grade}" / f"{study_id}.nii.gz"
+        study_file = study_path(root, CATEGORIES[grade], study_id)
         save_axial_nifti(study_file, scan.volume.astype(np.int16), scan.spacing, flip_xy=True)
         mask_file = ""
         if grade:
-            mask = root / "masks" / f"{study_id}_mask.nii.gz"
+            mask = mask_path(root, study_id)
             save_axial_nifti(mask, scan.mask, scan.spacing, flip_xy=True)
             mask_file = str(mask.relative_to(root))
         registry.append(
-            {"study_id": index + 1, "category": f"CT-{grade}", "study_file": str(study_file.relative_to(root)), "mask_file": mask_file}
+            {"study_id": index + 1, "category": CATEGORIES[grade], "study_file": str(study_file.relative_to(root)), "mask_file": mask_file}
         )
     import pandas as pd
 
-    pd.DataFrame(registry).to_excel(root / "dataset_registry.xlsx", index=False)
+    pd.DataFrame(registry).to_excel(root / REGISTRY_XLSX, index=False)
 
 
 # ----------------------------------------------------------------------------------- COVID-CTset
@@ -270,7 +271,7 @@ def _write_covidctset(root: Path, rng, *, n_patients, size, slices, variant, inv
                     _write_tiff(image_dir / file_name, scan.volume[z])
                     fold_files.append((file_name, class_name, f"{group}/{patient}"))
     if variant == "raw":
-        with (root / "Patient_details.csv").open("w", newline="") as handle:
+        with (root / DETAILS_CSV).open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=["patient_id", "group", "class", "n_series"])
             writer.writeheader()
             writer.writerows(details)
