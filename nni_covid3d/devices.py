@@ -7,7 +7,13 @@ import argparse
 
 from nni_covid3d.precision import add_precision_argument
 
-__all__ = ["add_device_arguments", "add_loader_arguments", "parse_devices", "parse_workers"]
+__all__ = ["LOADER_KINDS", "CHANNELS_LAST_CHOICES", "add_device_arguments", "add_loader_arguments", "parse_devices",
+           "parse_workers"]
+
+#: ``--loader`` choices: PyTorch's DataLoader, or MONAI's ThreadDataLoader (``nni_covid3d.data.loading``).
+LOADER_KINDS = ("torch", "thread")
+#: ``--channels-last`` choices (``nni_covid3d.training.memory_format``).
+CHANNELS_LAST_CHOICES = ("auto", "on", "off")
 
 
 def parse_devices(text: str) -> int | str:
@@ -36,13 +42,12 @@ def parse_workers(text: str) -> int | None:
 
 def add_loader_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """Add ``--workers``, ``--loader`` and ``--channels-last``: how batches reach the device."""
-    from nni_covid3d.data.loading import LOADER_KINDS
-    from nni_covid3d.training.memory_format import add_channels_last_argument
-
     parser.add_argument("--workers", type=parse_workers, default=None, metavar="N|auto",
                         help="data loader worker processes (default auto: none on a CPU, up to 8 with pinned "
                              "memory on a GPU)")
     parser.add_argument("--loader", default="torch", choices=LOADER_KINDS,
                         help="torch: PyTorch's DataLoader; thread: MONAI's ThreadDataLoader (a background thread "
                              "fills a buffer of batches; suits data cached in memory)")
-    add_channels_last_argument(parser)
+    parser.add_argument("--channels-last", default="auto", choices=CHANNELS_LAST_CHOICES,
+                        help="3D convolutions in channels-last memory format: on, off, or auto (on where it "
+                             "measured faster)")

@@ -21,10 +21,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from nni_covid3d.devices import LOADER_KINDS
+
 __all__ = ["LOADER_KINDS", "drop_remainder", "uses_gpu", "default_workers", "make_loader"]
 
-#: ``--loader`` choices: PyTorch's DataLoader, or MONAI's ThreadDataLoader (a background buffer thread).
-LOADER_KINDS = ("torch", "thread")
 _MAX_GPU_WORKERS = 8
 _PREFETCH_PER_WORKER = 4
 

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import nni_covid3d  # noqa: F401  (filters NNI's known import warnings)
 from nni_covid3d.data import DATASETS
-from nni_covid3d.devices import add_device_arguments
+from nni_covid3d.devices import add_device_arguments, add_loader_arguments
 from nni_covid3d.nnictl.supervise import WORKER_ENV, launched_by_nni, should_supervise, supervise
 from nni_covid3d.precision import check_precision
 
@@ -88,8 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=3)
     train.add_argument("--batch-size", type=int, default=2)
     train.add_argument("--learning-rate", type=float, default=1e-3)
-    train.add_argument("--num-workers", type=int, default=0)
     add_device_arguments(train)  # --num-nodes: the dnas mode
+    add_loader_arguments(train)
     train.add_argument("--seed", type=int, default=0)
     common.add_argument("--params", type=json.loads, default=None,
                         help="tuner parameters as JSON, for running a trial outside NNI")
@@ -194,16 +194,11 @@ def load_data(args: argparse.Namespace, dataset: str) -> tuple[SearchData, list[
 
 def dataloaders(args: argparse.Namespace, data: SearchData) -> tuple[Any, Any]:
     """NNI-traced train/val DataLoaders (traced so NNI's evaluators can serialise them)."""
-    import torch
-    from nni.nas.evaluator.pytorch import DataLoader
+    from nni_covid3d.data.loading import make_loader
 
-    from nni_covid3d.data.loading import drop_remainder
-
-    generator = torch.Generator().manual_seed(args.seed)
-    train = DataLoader(data.train, batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers,
-                       generator=generator, drop_last=drop_remainder(len(data.train), args.batch_size))
-    val = DataLoader(data.val, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers)
-    return train, val
+    loading = {"accelerator": args.accelerator, "workers": args.workers, "kind": args.loader, "traced": True}
+    return (make_loader(data.train, args.batch_size, train=True, seed=args.seed, **loading),
+            make_loader(data.val, args.batch_size, train=False, **loading))
 
 
 # ---------------------------------------------------------------------------------------- reporting
@@ -211,8 +206,11 @@ def _trainer(args: argparse.Namespace, callbacks: list, **kwargs: Any):
     """NNI's traced Lightning Trainer with the trial's budget; no logger or checkpoints (trials are short)."""
     from nni.nas.evaluator.pytorch import Trainer
 
+    from nni_covid3d.training.memory_format import ChannelsLast3d, use_channels_last
+
+    layout = [ChannelsLast3d()] if use_channels_last(args.channels_last, args.accelerator) else []
     return Trainer(
-        max_epochs=args.epochs, accelerator=args.accelerator, devices=args.devices, callbacks=callbacks,
+        max_epochs=args.epochs, accelerator=args.accelerator, devices=args.devices, callbacks=[*layout, *callbacks],
         precision=check_precision(args.precision, args.accelerator), logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, **kwargs,
@@ -322,19 +320,13 @@ def run_baseline(args: argparse.Namespace, params: dict[str, Any], output_dir: P
 
 def evaluate_on_test(args: argparse.Namespace, module: Any, data: SearchData, test_scans: list[Any]) -> dict[str, Any]:
     """``nni_covid3d.metrics.classification_metrics`` of the trained module on the test scans (used once)."""
-    import torch
     from nni_covid3d.data import make_dataset
     from nni_covid3d.metrics import classification_metrics
+    from nni_covid3d.training.pipeline import predict
 
     test_set = make_dataset(test_scans, data.preprocessing, train=False, cache_dir=None)
-    loader = torch.utils.data.DataLoader(test_set, batch_size=args.batch_size, shuffle=False)
-    module.eval()
-    probs, labels = [], []
-    with torch.no_grad():
-        for batch in loader:
-            probs.append(torch.softmax(module(batch["image"].to(module.device)), dim=1).cpu())
-            labels.append(torch.as_tensor(batch["label"]))
-    return classification_metrics(torch.cat(labels).numpy(), torch.cat(probs).numpy(), data.class_names)
+    labels, probs = predict(module, test_set, batch_size=args.batch_size, device=module.device, progress=False)
+    return classification_metrics(labels, probs, data.class_names)
 
 
 def test_summary(metrics: dict[str, Any]) -> dict[str, float]:
@@ -381,7 +373,7 @@ def run_dnas(args: argparse.Namespace, params: dict[str, Any], output_dir: Path)
             strategy_options=options, epochs=args.epochs, batch_size=args.batch_size,
             learning_rate=float(params.get("learning_rate", args.learning_rate)), seed=args.seed,
             accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
-            workers=args.num_workers, callbacks=[reporter], out_dir=search_dir, resume=resume,
+            workers=args.workers, loader=args.loader, channels_last=args.channels_last, callbacks=[reporter], out_dir=search_dir, resume=resume,
             precision=args.precision,
             metadata={"source": "GumbelDNAS nnictl trial", "params": params},
         )

@@ -18,23 +18,13 @@ from pytorch_lightning import Callback
 from torch import nn
 
 from nni_covid3d.data.loading import uses_gpu
+from nni_covid3d.devices import CHANNELS_LAST_CHOICES
 
-__all__ = ["CHANNELS_LAST_CHOICES", "use_channels_last", "to_channels_last_3d", "ChannelsLast3d",
-           "add_channels_last_argument"]
-
-#: ``--channels-last`` choices.
-CHANNELS_LAST_CHOICES = ("auto", "on", "off")
+__all__ = ["CHANNELS_LAST_CHOICES", "use_channels_last", "to_channels_last_3d", "ChannelsLast3d"]
 #: Where ``auto`` turns it on: measured faster there (benchmarks/bench_channels_last.py). The GPU
 #: figure is still to come, so ``auto`` leaves GPU runs channels-first until it is measured.
 _FASTER_ON = {"cpu": False, "gpu": False}
 _switched: weakref.WeakSet[nn.Module] = weakref.WeakSet()
-
-
-def add_channels_last_argument(parser: Any) -> None:
-    """Add ``--channels-last {auto,on,off}`` (default ``auto``) to ``parser``."""
-    parser.add_argument("--channels-last", default="auto", choices=CHANNELS_LAST_CHOICES,
-                        help="3D convolutions in channels-last memory format: on, off, or auto (on where it "
-                             "measured faster)")
 
 
 def use_channels_last(choice: str, accelerator: str = "auto") -> bool:
