@@ -30,7 +30,8 @@ What it does, in order, writing the JSON after each stage (a run cut short keeps
    step <= 2.2x subnet step. The targets are set for the full-scale GPU run; on a CPU they are only
    reported.
 
-``run_search`` takes no loader kind and pins no memory: ``--loader`` applies to the retrain only.
+The search and the retrain load alike (``nni_covid3d.data.loading.make_loader``: ``--workers``,
+``--loader``, pinned memory and prefetch on a GPU) and share ``--channels-last``.
 """
 from __future__ import annotations
 
@@ -340,7 +341,8 @@ def time_search(data: Any, args: argparse.Namespace, precision: str, workers: in
     start = time.perf_counter()
     result = run_search(data, SPACE, strategy="gumbel-dnas", strategy_options={"warmup_epochs": 0}, epochs=1,
                         batch_size=args.batch_size, accelerator=args.accelerator, precision=precision,
-                        workers=workers, callbacks=[timer], seed=args.seed)
+                        workers=workers, loader=args.loader, channels_last=args.channels_last, callbacks=[timer],
+                        seed=args.seed)
     summary = summarize(timer, args.warmup_steps, time.perf_counter() - start)
     summary["gpu_hours_100_epochs"] = summary["epoch_s"] * SEARCH_EPOCHS / 3600
     summary["peak_gpu_mb"] = _peak_gpu_mb(args.accelerator)
@@ -451,9 +453,9 @@ def _log(message: str) -> None:
 
 # -------------------------------------------------------------------------------------------- main
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from nni_covid3d.data.loading import LOADER_KINDS
+    from nni_covid3d.devices import LOADER_KINDS
     from nni_covid3d.precision import PRECISIONS
-    from nni_covid3d.training.memory_format import CHANNELS_LAST_CHOICES
+    from nni_covid3d.devices import CHANNELS_LAST_CHOICES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -471,8 +473,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="preprocessed input size")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, help="loader worker processes (default: the device's default)")
-    parser.add_argument("--loader", default="torch", choices=LOADER_KINDS, help="retrain loader (run_search has none)")
-    parser.add_argument("--channels-last", default="auto", choices=CHANNELS_LAST_CHOICES, help="retrain memory format")
+    parser.add_argument("--loader", default="torch", choices=LOADER_KINDS, help="loader kind (search and retrain)")
+    parser.add_argument("--channels-last", default="auto", choices=CHANNELS_LAST_CHOICES, help="memory format (search and retrain)")
     parser.add_argument("--max-steps", type=int, help="cut each epoch (and its validation) after this many batches")
     parser.add_argument("--warmup-steps", type=int, default=3, help="first batches left out of the medians")
     parser.add_argument("--prep-processes", type=int,
@@ -562,10 +564,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "space": SPACE,
         "loader": {
             "workers": workers, "default_workers": default_workers(args.accelerator),
-            "search": "torch DataLoader built by run_search: workers only (no loader kind, no pinned memory, no "
-                      "prefetch setting)",
-            "retrain": {"kind": args.loader, "pin_memory": uses_gpu(args.accelerator),
-                        "other": "nni_covid3d.data.loading.make_loader's defaults for the device"},
+            "kind": args.loader, "pin_memory": uses_gpu(args.accelerator),
+            "other": "nni_covid3d.data.loading.make_loader's defaults for the device, search and retrain alike",
         },
         "notes": [
             "A search step is one GumbelDNAS architecture step plus one weight step (warm-up epochs off).",
