@@ -5,6 +5,9 @@ Inside one, rank 0 reports ``{"default": val_acc, "val_bal_acc": ..., "val_loss"
 validation (``nni.report_intermediate_result``) and one final result: the last intermediate result
 at the end of ``fit``, or, with ``final_at_fit_end=False``, when the caller has more to add
 (:meth:`NniReporter.report_final`, e.g. the model size or the test scores).
+
+Its history is part of a run's checkpoints: a resumed run (``search --resume``, a DNAS trial that
+``nnictl resume`` reruns) continues it, and NNI's intermediate-result sequence with it.
 """
 from __future__ import annotations
 
@@ -13,15 +16,12 @@ from typing import Any
 import nni
 import pytorch_lightning as pl
 
+from nni_covid3d.nnictl.supervise import launched_by_nni as in_nni_trial
+
 __all__ = ["NniReporter", "in_nni_trial"]
 
 #: Logged metrics reported beside ``default`` when present.
 EXTRA_KEYS = ("val_bal_acc", "val_loss")
-
-
-def in_nni_trial() -> bool:
-    """Whether this process is a trial launched by NNI's manager (not a standalone run)."""
-    return nni.get_experiment_id() != "STANDALONE" or nni.get_trial_id() != "STANDALONE"
 
 
 class NniReporter(pl.Callback):
@@ -50,6 +50,15 @@ class NniReporter(pl.Callback):
         self.history.append(entry)
         if in_nni_trial():
             nni.report_intermediate_result(entry)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": [dict(entry) for entry in self.history]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        from nni_covid3d.compat import continue_intermediate_sequence
+
+        self.history = [dict(entry) for entry in state_dict.get("history", [])]
+        continue_intermediate_sequence(len(self.history))  # results 0 .. n-1 went out before the resume
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.final_at_fit_end and trainer.is_global_zero and self.history:

@@ -360,7 +360,7 @@ def run_dnas(args: argparse.Namespace, params: dict[str, Any], output_dir: Path)
     options.update({key: cast(params[key]) for key, cast in (("arc_learning_rate", float), ("warmup_epochs", int))
                     if key in params})
     data, _ = load_data(args, args.dataset)
-    reporter = _resumable_reporter()
+    reporter = _reporter()
     search_dir = output_dir / "search" if launched_by_nni() else None
     last = search_dir / "checkpoints" / "last.ckpt" if search_dir is not None else None
     resume = last is not None and last.is_file()
@@ -390,28 +390,6 @@ def run_dnas(args: argparse.Namespace, params: dict[str, Any], output_dir: Path)
         shutil.rmtree(search_dir / "checkpoints", ignore_errors=True)
     return {"mode": "dnas", "params": params, "dataset": args.dataset, "final": final,
             "history": reporter.history, "architecture": "architecture.json", "resumed": resume}
-
-
-def _resumable_reporter() -> NniReporter:
-    """An :class:`NniReporter` whose history is saved in the search's checkpoints and restored on resume.
-
-    A resumed search thus continues NNI's intermediate-result sequence (no epoch is reported twice
-    under one sequence number) and has the last validation result for the final one, even when the
-    run was stopped after its last epoch's checkpoint.
-    """
-    from nni_covid3d.nnictl.reporter import NniReporter
-
-    class ResumableNniReporter(NniReporter):
-        def state_dict(self) -> dict[str, Any]:
-            return {"history": [dict(entry) for entry in self.history]}
-
-        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-            from nni_covid3d.compat import continue_intermediate_sequence
-
-            self.history = [dict(entry) for entry in state_dict.get("history", [])]
-            continue_intermediate_sequence(len(self.history))
-
-    return ResumableNniReporter(final_at_fit_end=False)
 
 
 MODES: dict[str, Callable[[argparse.Namespace, dict[str, Any], Path], dict[str, Any]]] = {

@@ -50,6 +50,13 @@ def test_run_search_exports_a_buildable_architecture_and_writes_its_files(tmp_pa
     assert data.val.reads > 0  # validation scored the architecture
 
 
+def test_a_resumed_search_keeps_the_history_of_the_epochs_before_the_resume(tmp_path):
+    first = run_search(tiny_data(), TINY_SPACE, epochs=2, batch_size=4, seed=0, out_dir=tmp_path, accelerator="cpu")
+    resumed = run_search(tiny_data(), TINY_SPACE, epochs=2, batch_size=4, seed=0, out_dir=tmp_path,
+                         accelerator="cpu", resume=True)  # from the last epoch's checkpoint: nothing left to train
+    assert resumed.history == first.history and len(resumed.history) == 2
+
+
 def test_run_search_is_deterministic_for_a_seed():
     first = run_search(tiny_data(), TINY_SPACE, epochs=2, batch_size=4, seed=3, accelerator="cpu")
     second = run_search(tiny_data(), TINY_SPACE, epochs=2, batch_size=4, seed=3, accelerator="cpu")
