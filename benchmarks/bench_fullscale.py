@@ -216,7 +216,7 @@ def _merge_shards(shards: Sequence[Path], root: Path) -> None:
     Scan ids are kept (they need only be unique within a patient); lesion masks follow their scans,
     and ``unzip_filenames.csv`` and ``lesions_slices.csv`` are rewritten with the new patient ids.
     """
-    from nni_covid3d.data.ccccii import CLASS_NAMES, mask_path_for
+    from nni_covid3d.data.ccccii import CLASS_NAMES, FILE_LIST_CSV, LESION_SLICES_CSV, mask_path_for
 
     unzip_rows: list[list[str]] = []
     lesion_rows: list[str] = []
@@ -241,20 +241,20 @@ def _merge_shards(shards: Sequence[Path], root: Path) -> None:
                         moved = mask_path_for(root, class_name, new_id, scan_dir.name)
                         moved.parent.mkdir(parents=True, exist_ok=True)
                         mask.rename(moved)
-        with (shard / "unzip_filenames.csv").open(newline="") as handle:
+        with (shard / FILE_LIST_CSV).open(newline="") as handle:
             rows = list(csv.reader(handle))
         header = rows[0]
         for zip_file, label, patient_id, scan_id, n_slice in rows[1:]:
             new_id = new_ids[label, patient_id]
             unzip_rows.append([zip_file.replace(f"-{patient_id}.", f"-{new_id}."), label, new_id, scan_id, n_slice])
-        for line in (shard / "lesions_slices.csv").read_text().splitlines()[1:]:
+        for line in (shard / LESION_SLICES_CSV).read_text().splitlines()[1:]:
             class_name, patient_id, rest = line.split("/", 2)
             lesion_rows.append(f"{class_name}/{new_ids[class_name, patient_id]}/{rest}")
-    with (root / "unzip_filenames.csv").open("w", newline="") as handle:
+    with (root / FILE_LIST_CSV).open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header or ["zip_file", "label", "patient_id", "scan_id", "n_slice"])
         writer.writerows(unzip_rows)
-    (root / "lesions_slices.csv").write_text("imgpath\n" + "".join(f"{row}\n" for row in lesion_rows))
+    (root / LESION_SLICES_CSV).write_text("imgpath\n" + "".join(f"{row}\n" for row in lesion_rows))
 
 
 def write_ccccii(root: Path, n_patients: int, *, size: int, slices: tuple[int, int] | None, seed: int,

@@ -359,7 +359,9 @@ def _plot(records: Sequence[RunRecord], dataset: str, path: Path) -> Path:
 def _device(accelerator: str) -> str:
     import torch
 
-    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+    from nni_covid3d.data.loading import uses_gpu
+
+    if uses_gpu(accelerator) and torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     return f"cpu ({torch.get_num_threads()} threads)"
 
