@@ -1,5 +1,5 @@
 """Where and how a run computes: ``--accelerator``, ``--devices``, ``--num-nodes``, ``--precision``
-and the data-loading options ``--workers``, ``--loader``, ``--channels-last``, defined once for
+and the data-loading options ``--workers``, ``--loader``, ``--augment-on``, ``--channels-last``, defined once for
 ``search``, ``train``/``retrain`` and the NNI trial."""
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import argparse
 
 from nni_covid3d.precision import add_precision_argument
 
-__all__ = ["LOADER_KINDS", "CHANNELS_LAST_CHOICES", "add_device_arguments", "add_loader_arguments", "parse_devices",
+__all__ = ["LOADER_KINDS", "AUGMENT_ON", "CHANNELS_LAST_CHOICES", "add_device_arguments", "add_loader_arguments", "parse_devices",
            "parse_workers"]
 
 #: ``--loader`` choices: PyTorch's DataLoader, or MONAI's ThreadDataLoader (``nni_covid3d.data.loading``).
 LOADER_KINDS = ("torch", "thread")
+#: ``--augment-on`` choices: train-time augmentation per volume in the loader (MONAI transforms), or per
+#: batch on the training device (``nni_covid3d.data.batch_augment``).
+AUGMENT_ON = ("loader", "device")
 #: ``--channels-last`` choices (``nni_covid3d.training.memory_format``).
 CHANNELS_LAST_CHOICES = ("auto", "on", "off")
 
@@ -41,13 +44,16 @@ def parse_workers(text: str) -> int | None:
 
 
 def add_loader_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """Add ``--workers``, ``--loader`` and ``--channels-last``: how batches reach the device."""
+    """Add ``--workers``, ``--loader``, ``--augment-on`` and ``--channels-last``: how batches reach the device."""
     parser.add_argument("--workers", type=parse_workers, default=None, metavar="N|auto",
                         help="data loader worker processes (default auto: none on a CPU, up to 8 with pinned "
                              "memory on a GPU)")
     parser.add_argument("--loader", default="torch", choices=LOADER_KINDS,
                         help="torch: PyTorch's DataLoader; thread: MONAI's ThreadDataLoader (a background thread "
                              "fills a buffer of batches; suits data cached in memory)")
+    parser.add_argument("--augment-on", default="loader", choices=AUGMENT_ON,
+                        help="where train-time augmentation runs: loader (MONAI transforms per volume, default) or "
+                             "device (the same augmentation on the whole batch once it is on the GPU)")
     parser.add_argument("--channels-last", default="auto", choices=CHANNELS_LAST_CHOICES,
                         help="3D convolutions in channels-last memory format: on, off, or auto (on where it "
                              "measured faster)")

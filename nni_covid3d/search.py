@@ -237,7 +237,8 @@ def run_search(
     space = CovidNet3DSpace(**{"num_classes": len(data.class_names), **space_config})
     space_config = space.config  # read before the strategy turns the space into a supernet in place
     module = CovidClassifier(class_names=data.class_names, learning_rate=learning_rate, weight_decay=weight_decay,
-                             max_epochs=epochs, preprocessing=data.preprocessing.to_dict(), model_name="covidnet3d")
+                             max_epochs=epochs, preprocessing=data.preprocessing.to_dict(), model_name="covidnet3d",
+                             seed=seed)
     reporters = [c for c in callbacks if isinstance(c, NniReporter)]
     reporter = reporters[0] if reporters else NniReporter()
     # What a resume must match; the strategy checks it against the checkpoint's before fitting.

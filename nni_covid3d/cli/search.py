@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if not (args.resume and (args.out / "split.json").is_file()):  # a refused resume keeps the run's split
         save_split(split, args.out / "split.json")
-    preprocessing = Preprocessing(depth=args.depth, height=args.height, width=args.width)
+    preprocessing = Preprocessing(depth=args.depth, height=args.height, width=args.width, augment_on=args.augment_on)
     data = SearchData.from_split(split, index.class_names, preprocessing, cache_dir=args.cache_dir,
                                  progress=not args.no_progress)
     space_config = {"preset": args.preset, "in_channels": 1, "widths": args.widths, "n_cells": args.n_cells,

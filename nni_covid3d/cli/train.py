@@ -127,7 +127,8 @@ def _config(args: argparse.Namespace):
 def _preprocessing(args: argparse.Namespace):
     from nni_covid3d.data import Preprocessing
 
-    return Preprocessing(depth=args.depth, height=args.height, width=args.width, augment=not args.no_augment)
+    return Preprocessing(depth=args.depth, height=args.height, width=args.width, augment=not args.no_augment,
+                         augment_on=args.augment_on)
 
 
 def _summary(metrics: dict) -> str:

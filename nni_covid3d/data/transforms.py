@@ -7,7 +7,9 @@ Pipeline per scan (dictionary transforms on ``{"paths", "label", ...}``):
    ``Resized`` in-plane to ``H x W`` (``area``: anti-aliased downsampling), ``EnsureTyped``;
 2. per access: :class:`DepthSampled` (eval: deterministic, centred bins) or :class:`RandDepthSampled`
    (train: random, order-preserving) to ``D`` slices; train-time in-plane ``RandFlipd`` / ``RandAffined``
-   (:class:`InPlaned`), ``RandScaleIntensityd`` / ``RandShiftIntensityd``.
+   (:class:`InPlaned`), ``RandScaleIntensityd`` / ``RandShiftIntensityd`` — unless ``augment_on`` is
+   ``"device"``: the same augmentation then runs on whole batches on the training device
+   (:mod:`nni_covid3d.data.batch_augment`, applied by the training module).
 
 Only stage 1 is cached (on disk with ``PersistentDataset`` under a folder named by the hash of the
 stage-1 settings, or in memory with ``CacheDataset``), so augmentation stays random per epoch and a
@@ -47,6 +49,7 @@ from monai.utils import convert_to_tensor
 from nni_covid3d.atomic import atomic_write_bytes
 from nni_covid3d.data.io import read_scan
 from nni_covid3d.data.records import DataError, Scan
+from nni_covid3d.devices import AUGMENT_ON
 
 __all__ = [
     "Preprocessing",
@@ -79,6 +82,7 @@ class Preprocessing:
     hu_window: tuple[float, float] = (-1200.0, 600.0)  # lung window for HU data (NIfTI, DICOM, TIFF)
     gray_range: tuple[float, float] = (0.0, 255.0)  # 8-bit PNG/JPG slices, already windowed
     augment: bool = True  # train-time augmentation (never applied in eval)
+    augment_on: str = "loader"  # where it runs: "loader" (per volume) or "device" (per batch, batch_augment.py)
     flip_prob: float = 0.5  # left-right flip
     affine_prob: float = 0.5
     rotate_degrees: float = 10.0  # in-plane rotation range (+/-)
@@ -91,6 +95,8 @@ class Preprocessing:
     def __post_init__(self) -> None:
         self.hu_window = tuple(float(v) for v in self.hu_window)  # type: ignore[assignment]
         self.gray_range = tuple(float(v) for v in self.gray_range)  # type: ignore[assignment]
+        if self.augment_on not in AUGMENT_ON:
+            raise ValueError(f"Preprocessing.augment_on must be one of {', '.join(AUGMENT_ON)}, got {self.augment_on!r}")
         for name in ("depth", "height", "width"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"Preprocessing.{name} must be >= 1, got {getattr(self, name)}")
@@ -252,10 +258,11 @@ def cached_transforms(preprocessing: Preprocessing) -> Compose:
 
 
 def per_access_transforms(preprocessing: Preprocessing, *, train: bool) -> Compose:
-    """Stage 2 (after the cache): depth resampling and, when training, augmentation."""
+    """Stage 2 (after the cache): depth resampling and, when training, augmentation (unless it runs on
+    the device: ``augment_on="device"``)."""
     p = preprocessing
     steps: list = [RandDepthSampled("image", p.depth) if train else DepthSampled("image", p.depth)]
-    if train and p.augment:
+    if train and p.augment and p.augment_on == "loader":
         in_plane = Compose(
             [
                 RandFlipd("image", prob=p.flip_prob, spatial_axis=1),  # left-right

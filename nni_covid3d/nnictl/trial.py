@@ -187,7 +187,7 @@ def load_data(args: argparse.Namespace, dataset: str) -> tuple[SearchData, list[
         raise TrialError(f"cannot read dataset {dataset!r} at {root}: {error}") from error
     split = make_patient_split(index.scans, seed=args.split_seed)
     depth, height, width = args.size
-    preprocessing = Preprocessing(depth=depth, height=height, width=width)
+    preprocessing = Preprocessing(depth=depth, height=height, width=width, augment_on=args.augment_on)
     data = SearchData.from_split(split, index.class_names, preprocessing, cache_in_memory=True, seed=args.seed)
     return data, list(split["test"])
 
@@ -271,7 +271,7 @@ def run_arch(args: argparse.Namespace, params: dict[str, Any], output_dir: Path)
     # By name + architecture (get_model builds it), so NNI's tracing records plain arguments.
     module = CovidClassifier(
         "covidnet3d", class_names=data.class_names, arch=arch, learning_rate=args.learning_rate,
-        max_epochs=args.epochs, preprocessing=data.preprocessing.to_dict(),
+        max_epochs=args.epochs, preprocessing=data.preprocessing.to_dict(), seed=args.seed,
     )
     size_mb = model_size_mb(module.model)
     train, val = dataloaders(args, data)
@@ -304,7 +304,7 @@ def run_baseline(args: argparse.Namespace, params: dict[str, Any], output_dir: P
     reporter = _reporter()
     module = CovidClassifier(
         model_name, class_names=data.class_names, learning_rate=args.learning_rate, max_epochs=args.epochs,
-        preprocessing=data.preprocessing.to_dict(),
+        preprocessing=data.preprocessing.to_dict(), seed=args.seed,
     )
     # Cost as `compare` measures it: params, MB, GFLOPs, CPU latency of one volume (1 thread).
     cost = measure_cost(module.model, (1, *args.size))

@@ -23,6 +23,7 @@ import torchmetrics
 from nni.nas.evaluator.pytorch import LightningModule
 from torch import Tensor, nn
 
+from nni_covid3d.data.batch_augment import BatchAugmentation
 from nni_covid3d.training.checkpoint import CHECKPOINT_KEY, FORMAT_VERSION, load_model, plain, read_checkpoint
 
 __all__ = ["CovidClassifier", "load_classifier", "unpack_batch"]
@@ -69,6 +70,9 @@ class CovidClassifier(LightningModule):
         ``Preprocessing.to_dict()`` of the data this model is trained on; stored in checkpoints.
     model_name
         Name stored in checkpoints when ``model`` is a module (e.g. ``"covidnet3d"``).
+    seed
+        Seeds the train-time augmentation when ``preprocessing`` runs it on the device
+        (``augment_on="device"``): each step's draws follow from (seed, epoch, step, rank).
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class CovidClassifier(LightningModule):
         class_weights: Sequence[float] | None = None,
         preprocessing: Mapping[str, Any] | None = None,
         model_name: str | None = None,
+        seed: int = 0,
     ):
         super().__init__()
         class_names = [str(name) for name in class_names]
@@ -97,11 +102,12 @@ class CovidClassifier(LightningModule):
             if len(class_weights) != len(class_names):
                 raise ValueError(f"{len(class_weights)} class weights for {len(class_names)} classes")
         self.save_hyperparameters(
-            "learning_rate", "weight_decay", "scheduler", "max_epochs", "class_weights", "in_channels"
+            "learning_rate", "weight_decay", "scheduler", "max_epochs", "class_weights", "in_channels", "seed"
         )
         self.class_names = class_names
         self.num_classes = len(class_names)
         self.preprocessing = dict(preprocessing) if preprocessing is not None else None
+        self.batch_augmentation = BatchAugmentation.from_preprocessing(self.preprocessing)
         if arch is not None:
             from nni_covid3d.models import resolve_architecture
 
@@ -135,8 +141,19 @@ class CovidClassifier(LightningModule):
         """Cross-entropy (class-weighted when ``class_weights`` was given) of logits ``[B, K]``, labels ``[B]``."""
         return nn.functional.cross_entropy(logits, target, weight=self.class_weight)
 
+    def augment(self, x: Tensor, step: int) -> Tensor:
+        """``x`` ``FloatTensor[B, C, D, H, W]`` augmented on its device when the preprocessing asks for it
+        (one-shot strategies call :meth:`training_step` several times per batch index, with distinct
+        ``step`` numbers; calls with the same step draw the same augmentation)."""
+        if self.batch_augmentation is None:
+            return x
+        generator = BatchAugmentation.generator(self.hparams.seed, self.trainer.current_epoch, step,
+                                                self.trainer.global_rank)
+        return self.batch_augmentation(x, generator)
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = unpack_batch(batch)
+        x = self.augment(x, batch_idx)
         logits = self(x)
         loss = self.loss(logits, y)
         self.train_acc(logits, y)

@@ -319,6 +319,7 @@ def train_model(
         class_weights=class_weights,
         preprocessing=preprocessing,
         model_name=model_name,
+        seed=config.seed,
     )
     if module is not None:
         classifier.set_model(module)
