@@ -31,7 +31,8 @@ What it does, in order, writing the JSON after each stage (a run cut short keeps
    reported.
 
 The search and the retrain load alike (``nni_covid3d.data.loading.make_loader``: ``--workers``,
-``--loader``, pinned memory and prefetch on a GPU) and share ``--channels-last``.
+``--loader``, pinned memory and prefetch on a GPU) and share ``--channels-last`` and ``--augment-on``
+(with ``device``, the augmentation is part of the timed step, not of the data wait).
 """
 from __future__ import annotations
 
@@ -453,9 +454,8 @@ def _log(message: str) -> None:
 
 # -------------------------------------------------------------------------------------------- main
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from nni_covid3d.devices import LOADER_KINDS
+    from nni_covid3d.devices import AUGMENT_ON, CHANNELS_LAST_CHOICES, LOADER_KINDS
     from nni_covid3d.precision import PRECISIONS
-    from nni_covid3d.devices import CHANNELS_LAST_CHOICES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -475,6 +475,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, help="loader worker processes (default: the device's default)")
     parser.add_argument("--loader", default="torch", choices=LOADER_KINDS, help="loader kind (search and retrain)")
     parser.add_argument("--channels-last", default="auto", choices=CHANNELS_LAST_CHOICES, help="memory format (search and retrain)")
+    parser.add_argument("--augment-on", default="loader", choices=AUGMENT_ON,
+                        help="train-time augmentation in the loader or on the device (search and retrain)")
     parser.add_argument("--max-steps", type=int, help="cut each epoch (and its validation) after this many batches")
     parser.add_argument("--warmup-steps", type=int, default=3, help="first batches left out of the medians")
     parser.add_argument("--prep-processes", type=int,
@@ -534,7 +536,8 @@ def prepare_data(args: argparse.Namespace, work: Path, result: dict[str, Any]) -
                      extrapolated_s=extrapolated)
     split = make_patient_split(index.scans, seed=args.seed)
     class_names = list(index.class_names)
-    preprocessing = Preprocessing(depth=args.size[0], height=args.size[1], width=args.size[2])
+    preprocessing = Preprocessing(depth=args.size[0], height=args.size[1], width=args.size[2],
+                                  augment_on=args.augment_on)
     cache_dir = work / "cache"
     data = SearchData.from_split(split, class_names, preprocessing, cache_dir=cache_dir)
     info["split"] = {name: {"scans": len(scans), "patients": len({s.patient_id for s in scans})}

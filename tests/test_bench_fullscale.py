@@ -24,8 +24,9 @@ def test_toy_run_writes_timings_ratios_and_targets(bench, tmp_path):
     out = tmp_path / "fs.json"
     # The search epoch has 3 steps, the retrain epoch 7: --max-steps 5 cuts the retrain only.
     result = bench.main([*TOY, "--max-steps", "5", "--warmup-steps", "1", "--work-dir", str(tmp_path / "work"),
-                         "--out", str(out)])
+                         "--augment-on", "device", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["args"]["augment_on"] == "device"
 
     data = result["data"]
     assert data["written"] and data["scans"] > 24 and data["synth"]["seconds"] > 0

@@ -18,11 +18,12 @@
 #        - benchmarks/bench_fullscale.py at full scale (~2,500 synthetic scans at 128 px, batch 8 of
 #          1x32x128x128, fp32 and bf16-mixed; --max-steps cuts the longer retrain epoch, which is
 #          then extrapolated);
-#        - benchmarks/bench_channels_last.py --device cuda (default, random1 subnets and mc3_18).
+#        - benchmarks/bench_channels_last.py --device cuda (default, random1 subnets and mc3_18);
+#        - benchmarks/bench_augment.py --device cuda (augmentation in the loader vs on the GPU).
 #      benchmarks/bench_precision.py is left out: it runs on the CPU only (torch.autocast("cpu"), no
 #      device option); bench_fullscale.py times both precisions on the GPU instead.
 #
-# Everything lands in $OUT: bench_fullscale.json, bench_channels_last_gpu.json, versions.txt
+# Everything lands in $OUT: bench_fullscale.json, bench_channels_last_gpu.json, bench_augment_gpu.json, versions.txt
 # (nvidia-smi, the versions of torch/lightning/nni/monai), one log per command and run_all.log.
 set -u
 cd "$(dirname "$0")/../.."
@@ -99,6 +100,12 @@ run_all() {
         --models default random1 mc3_18 --out "$OUT/bench_channels_last_gpu.json" > "$OUT/bench_channels_last.log" 2>&1
     echo "exit status $?"
     tail -n 3 "$OUT/bench_channels_last.log"
+
+    step "bench_augment.py --device cuda (limit 60 s)"
+    timeout --kill-after=10 60 $PY benchmarks/bench_augment.py --device cuda \
+        --out "$OUT/bench_augment_gpu.json" > "$OUT/bench_augment.log" 2>&1
+    echo "exit status $?"
+    tail -n 3 "$OUT/bench_augment.log"
     step "done"
 }
 
