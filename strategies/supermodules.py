@@ -115,7 +115,7 @@ def gumbel_max_indices(
         return {}
     noise = _gumbel_noise(alphas, generator)
     scores = torch.cat([alpha.detach().float() for alpha in alphas.values()]).cpu() / tau + torch.cat(noise)
-    indices = [int(torch.argmax(part)) for part in scores.split([n.numel() for n in noise])]
+    indices = torch.stack([torch.argmax(part) for part in scores.split([n.numel() for n in noise])]).tolist()
     return dict(zip(alphas, indices))
 
 

@@ -83,6 +83,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
         self._flops: FlopsTable | None = None
         self._gumbel_modules: list[GumbelSuperNetModule] | None = None
         self.register_buffer("temperature", torch.tensor(float(settings.temperature.init)))
+        self._temperature_value: float | None = None  # the buffer's value on the host (:meth:`tau`)
         # Moving average of the architecture loss: the score-function baseline when one path is drawn.
         self.register_buffer("loss_baseline", torch.tensor(float("nan")))
         #: Callbacks the search adds to the Trainer when the fit starts (:meth:`configure_callbacks`).
@@ -103,6 +104,13 @@ class GumbelDNASLightningModule(DartsLightningModule):
             alphas.update(module.label_alphas())
         return dict(sorted(alphas.items()))
 
+    def tau(self) -> float:
+        """The temperature as a Python float, read from its buffer once per epoch rather than at every
+        draw: on a GPU each read waits for all queued work, and a step draws several times."""
+        if self._temperature_value is None:
+            self._temperature_value = float(self.temperature)
+        return self._temperature_value
+
     def _step_generator(self, phase: int) -> torch.Generator:
         """A generator seeded by (seed, epoch, batch, phase) only: all DDP ranks draw the same path,
         and a resumed run draws what the uninterrupted run would have."""
@@ -111,12 +119,12 @@ class GumbelDNASLightningModule(DartsLightningModule):
 
     def draw(self, phase: int) -> dict[str, Draw]:
         """Draw every label with straight-through Gumbel noise (the draw carries d loss / d alpha)."""
-        draws = hard_gumbel_draws(self.label_alphas(), float(self.temperature), self._step_generator(phase))
+        draws = hard_gumbel_draws(self.label_alphas(), self.tau(), self._step_generator(phase))
         return self._use(draws)
 
     def sample(self, phase: int) -> dict[str, Draw]:
         """Draw every label from ``softmax(alpha / temperature)`` (Gumbel-max), without gradient."""
-        indices = gumbel_max_indices(self.label_alphas(), float(self.temperature), self._step_generator(phase))
+        indices = gumbel_max_indices(self.label_alphas(), self.tau(), self._step_generator(phase))
         return self._use({label: Draw(index) for label, index in indices.items()})
 
     def fair_draws(self) -> dict[str, Draw]:
@@ -133,7 +141,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
             cycle, offset = divmod(step, k)
             cycle_seed = ((self.settings.seed * 1_000_003 + cycle) * 1_000_003 + position) % (2**63)
             order = torch.randperm(k, generator=torch.Generator().manual_seed(cycle_seed))
-            draws[label] = Draw(int(order[offset]))
+            draws[label] = Draw(order.tolist()[offset])
         return self._use(draws)
 
     def _use(self, draws: dict[str, Draw]) -> dict[str, Draw]:
@@ -292,10 +300,11 @@ class GumbelDNASLightningModule(DartsLightningModule):
         if len(losses) > 1:
             advantage = loss - (loss.sum() - loss) / (len(losses) - 1)
         else:
-            baseline = self.loss_baseline if torch.isfinite(self.loss_baseline) else loss[0]
+            # torch.where, not `if`: the choice stays on the device (no wait for the GPU)
+            baseline = torch.where(torch.isfinite(self.loss_baseline), self.loss_baseline, loss[0])
             advantage = loss - baseline
             self.loss_baseline.copy_(0.9 * baseline + 0.1 * loss[0])
-        tau = float(self.temperature)
+        tau = self.tau()
         alphas = self.label_alphas()
         surrogate = torch.zeros((), device=loss.device)
         with _fp32(loss):  # the logits' log-probabilities in fp32 under mixed precision
@@ -335,10 +344,11 @@ class GumbelDNASLightningModule(DartsLightningModule):
     def on_train_epoch_start(self):
         tau = self.settings.temperature.at(self.trainer.current_epoch, self.warmup_epochs, self.trainer.max_epochs)
         self.temperature.fill_(tau)
+        self._temperature_value = None
         return super().on_train_epoch_start()
 
     def on_train_epoch_end(self):
-        metrics: dict[str, float] = {"gumbel/temperature": float(self.temperature)}
+        metrics: dict[str, float] = {"gumbel/temperature": self.tau()}
         for label, alpha in self.label_alphas().items():
             probs = F.softmax(alpha.detach().float(), -1)
             metrics[f"entropy/{label}"] = float(-(probs * probs.clamp_min(1e-12).log()).sum())
@@ -370,6 +380,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
         checkpoint["gumbel_dnas"] = {"settings": self._settings_record()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._temperature_value = None  # the buffer is about to be restored
         stored = checkpoint.get("gumbel_dnas", {}).get("settings")
         differences = record_differences(stored, self._settings_record()) if stored is not None else []
         if differences:
