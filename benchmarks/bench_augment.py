@@ -14,27 +14,18 @@ default subnet on the same batch is timed beside them, for scale.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import statistics
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import default_collate
 
 from nni_covid3d.data import Preprocessing
 from nni_covid3d.data.batch_augment import BatchAugmentation
 from nni_covid3d.data.transforms import per_access_transforms
+from side_by_side import alternate, machine, make_model, save, synchronize, train_step  # beside this script
 
 SIZES = {"search": (16, 64, 64), "retrain": (32, 128, 128)}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure(size: tuple[int, int, int], batch: int, slices: int, device: torch.device, warmup: int, rounds: int,
@@ -47,10 +38,9 @@ def measure(size: tuple[int, int, int], batch: int, slices: int, device: torch.d
     augmentation = BatchAugmentation.from_preprocessing(device_preprocessing.to_dict())
     loader_side.set_random_state(0)
     depth_only.set_random_state(0)
-    pin = device.type == "cuda"
 
     def to_device(collated: dict) -> torch.Tensor:
-        images = collated["image"].pin_memory() if pin else collated["image"]
+        images = collated["image"].pin_memory() if device.type == "cuda" else collated["image"]
         return images.to(device, non_blocking=True)
 
     def in_loader(step: int) -> torch.Tensor:
@@ -60,48 +50,30 @@ def measure(size: tuple[int, int, int], batch: int, slices: int, device: torch.d
         images = to_device(default_collate([depth_only(dict(item)) for item in cached]))
         return augmentation(images, BatchAugmentation.generator(0, 0, step))
 
-    ways = {"loader": in_loader, "device": on_device}
-    times: dict[str, list[float]] = {name: [] for name in ways}
+    def timed(way):
+        def run(step: int) -> float:
+            synchronize(device)
+            start = time.perf_counter()
+            out = way(step)
+            synchronize(device)
+            assert out.shape == (batch, 1, depth, height, width)
+            return time.perf_counter() - start
+        return run
 
-    def timed(name: str, step: int) -> float:
-        _sync(device)
-        start = time.perf_counter()
-        out = ways[name](step)
-        _sync(device)
-        assert out.shape == (batch, 1, depth, height, width)
-        return time.perf_counter() - start
-
-    for name in ways:
-        for step in range(warmup):
-            timed(name, step)
-    for round_ in range(rounds):
-        for name in ways:
-            times[name] += [timed(name, round_ * steps + s) for s in range(steps)]
-    median = {name: statistics.median(values) for name, values in times.items()}
+    times, median = alternate({"loader": timed(in_loader), "device": timed(on_device)}, warmup, rounds, steps)
     return {"batch_s": times, "median_batch_s": median, "train_step_s": _train_step(size, batch, device, steps),
             "device_over_loader_time": median["device"] / median["loader"]}
 
 
 def _train_step(size: tuple[int, int, int], batch: int, device: torch.device, steps: int) -> float:
     """Median train step (forward, backward, Adam) of the compact space's default subnet on ``batch`` volumes."""
-    from bench_channels_last import make_model  # beside this script
-
     torch.manual_seed(0)
     model = make_model("default").to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), 1e-3)
     x = torch.randn(batch, 1, *size, device=device)
     y = (torch.arange(batch) % 2).to(device)
-    times = []
-    for i in range(steps + 1):
-        _sync(device)
-        start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
-        _sync(device)
-        if i:  # the first step warms up
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    _, median = alternate({"step": lambda step: train_step(model, optimizer, x, y)}, 1, 1, steps)
+    return median["step"]
 
 
 def main() -> None:
@@ -121,18 +93,14 @@ def main() -> None:
                 for name in args.sizes}
     result = {
         "batch": args.batch, "cached_slices": args.slices, "sizes": {name: list(SIZES[name]) for name in args.sizes},
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-        "threads": torch.get_num_threads(), "load_average": os.getloadavg(), "torch": torch.__version__,
-        "results": per_size,
+        **machine(device), "results": per_size,
         "device_over_loader_time": {name: r["device_over_loader_time"] for name, r in per_size.items()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    summary = {name: {"loader_ms": 1e3 * r["median_batch_s"]["loader"], "device_ms": 1e3 * r["median_batch_s"]["device"],
-                      "train_step_ms": 1e3 * r["train_step_s"], "device_over_loader": r["device_over_loader_time"]}
-               for name, r in per_size.items()}
-    print(json.dumps({"summary": summary, "load_average": result["load_average"], "threads": result["threads"]}))
+    result["summary"] = {name: {"loader_ms": 1e3 * r["median_batch_s"]["loader"],
+                                "device_ms": 1e3 * r["median_batch_s"]["device"],
+                                "train_step_ms": 1e3 * r["train_step_s"],
+                                "device_over_loader": r["device_over_loader_time"]} for name, r in per_size.items()}
+    save(result, args.out, ("summary", "load_average", "threads"))
 
 
 if __name__ == "__main__":

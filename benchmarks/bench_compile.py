@@ -11,30 +11,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import os
-import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from bench_channels_last import make_model  # beside this script
+
+from side_by_side import alternate, machine, make_model, save, train_step  # beside this script
 
 SIZES = {"search": (16, 64, 64), "retrain": (32, 128, 128)}
-
-
-def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
-    """One forward/backward/step; seconds (the device synchronised)."""
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-    sync()
-    start = time.perf_counter()
-    optimizer.zero_grad(set_to_none=True)
-    F.cross_entropy(model(x), y).backward()
-    optimizer.step()
-    sync()
-    return time.perf_counter() - start
 
 
 def measure(size: tuple[int, int, int], batch: int, device: torch.device, warmup: int, rounds: int, steps: int) -> dict:
@@ -45,15 +28,9 @@ def measure(size: tuple[int, int, int], batch: int, device: torch.device, warmup
     optimizers = {name: torch.optim.Adam(m.parameters(), 1e-3) for name, m in models.items()}
     x = torch.randn(batch, 1, *size, device=device)
     y = (torch.arange(batch) % 2).to(device)
-    first_compiled_step_s = step(models["compiled"], optimizers["compiled"], x, y)
-    for name in models:
-        for _ in range(warmup):
-            step(models[name], optimizers[name], x, y)
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(rounds):
-        for name in models:
-            times[name] += [step(models[name], optimizers[name], x, y) for _ in range(steps)]
-    median = {name: statistics.median(values) for name, values in times.items()}
+    first_compiled_step_s = train_step(models["compiled"], optimizers["compiled"], x, y)
+    times, median = alternate({name: (lambda step, name=name: train_step(models[name], optimizers[name], x, y))
+                               for name in models}, warmup, rounds, steps)
     return {"step_s": times, "median_step_s": median, "first_compiled_step_s": first_compiled_step_s,
             "compiled_over_eager_time": median["compiled"] / median["eager"]}
 
@@ -73,15 +50,11 @@ def main() -> None:
     per_size = {name: measure(SIZES[name], args.batch, device, args.warmup, args.rounds, args.steps)
                 for name in args.sizes}
     result = {
-        "batch": args.batch, "sizes": {name: list(SIZES[name]) for name in args.sizes}, "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-        "threads": torch.get_num_threads(), "load_average": os.getloadavg(), "torch": torch.__version__,
+        "batch": args.batch, "sizes": {name: list(SIZES[name]) for name in args.sizes}, **machine(device),
         "results": per_size,
         "compiled_over_eager_time": {name: r["compiled_over_eager_time"] for name, r in per_size.items()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("compiled_over_eager_time", "load_average", "threads")}))
+    save(result, args.out, ("compiled_over_eager_time", "load_average", "threads"))
 
 
 if __name__ == "__main__":
