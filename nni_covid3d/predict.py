@@ -26,6 +26,7 @@ from nni_covid3d.data.io import (
     require_regular_file,
 )
 from nni_covid3d.data.records import DataError
+from nni_covid3d.precision import DEFAULT_PRECISION, inference_autocast
 
 __all__ = ["Prediction", "Predictor", "is_batch_folder", "list_batch_inputs", "check_dicom_series", "write_csv"]
 
@@ -109,9 +110,12 @@ class Predictor:
         ckpt: an nni-covid3d checkpoint (read with ``weights_only=True``; other files are refused).
         cam_method, cam_layer: used when a CAM folder is asked for (see
             :class:`~nni_covid3d.explain.CamExplainer`).
+        precision: the forward passes' autocast on the CPU, ``32-true`` (default) or ``bf16-mixed``
+            (:func:`nni_covid3d.precision.inference_autocast`); the probabilities are fp32.
     """
 
-    def __init__(self, ckpt: str | Path, *, cam_method: str = "gradcam", cam_layer: str | None = None) -> None:
+    def __init__(self, ckpt: str | Path, *, cam_method: str = "gradcam", cam_layer: str | None = None,
+                 precision: str = DEFAULT_PRECISION) -> None:
         from nni_covid3d.data import Preprocessing
         from nni_covid3d.training import load_model
 
@@ -125,6 +129,8 @@ class Predictor:
         self.class_names = list(self.meta["class_names"])
         self.cam_method = cam_method
         self.cam_layer = cam_layer
+        inference_autocast(precision, "cpu")  # refuses an unknown or a GPU-only precision now
+        self.precision = precision
         self._explainer = None
 
     @property
@@ -136,7 +142,8 @@ class Predictor:
         if self._explainer is None:
             from nni_covid3d.explain import CamExplainer
 
-            self._explainer = CamExplainer(self.model, self.input_shape, method=self.cam_method, target_layer=self.cam_layer)
+            self._explainer = CamExplainer(self.model, self.input_shape, method=self.cam_method,
+                                           target_layer=self.cam_layer, precision=self.precision)
         return self._explainer
 
     def predict(self, path: str | Path, cam_dir: Path | None = None) -> Prediction:
@@ -151,8 +158,9 @@ class Predictor:
         from nni_covid3d.data import preprocess_single
 
         image = preprocess_single(scan, self.preprocessing)
-        with torch.no_grad():
-            probabilities = torch.softmax(self.model(image[None].float()), dim=1)[0]
+        with torch.no_grad(), inference_autocast(self.precision, "cpu"):
+            logits = self.model(image[None].float())
+        probabilities = torch.softmax(logits.float(), dim=1)[0]
         return Prediction(str(path), self.class_names, probabilities.tolist())
 
     def predict_batch(self, folder: Path, cam_dir: Path | None = None) -> tuple[list[Prediction], list[tuple[Path, str]]]:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from nni_covid3d.data import DATASETS
+from nni_covid3d.precision import CPU_PRECISIONS, add_precision_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="occlusion box as fractions of the model input's depth, height and width "
                              "(default: nni_covid3d.explain.cam.OCCLUSION_BOX, 0.5 0.125 0.125)")
     parser.add_argument("--tolerance-mm", type=float, default=0.0, help="pointing-game tolerance around the lesion in mm (default 0: strict)")
+    add_precision_argument(parser, CPU_PRECISIONS)
     parser.add_argument("--overlays", type=int, default=3, help="write CAM files for this many scored scans (default 3)")
     parser.set_defaults(func=run)
 
@@ -66,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     report = score_cams(
         (model, meta), scans, out_dir=args.out, methods=args.methods, target_layer=args.layer,
         tolerance_mm=args.tolerance_mm, n_overlays=args.overlays, occlusion_box=args.occlusion_box or OCCLUSION_BOX,
+        precision=args.precision,
     )
     print(f"{meta.get('model_name')}: {report['n_scans']} scans with lesion masks, tolerance {args.tolerance_mm} mm")
     within = f" within {args.tolerance_mm:g} mm" if args.tolerance_mm > 0 else ""

@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+from nni_covid3d.precision import CPU_PRECISIONS, add_precision_argument
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -22,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cam", type=Path, metavar="OUTDIR", help="write CAM files (NIfTI heatmap, montage, slice relevance) here")
     parser.add_argument("--cam-method", default="gradcam", choices=("gradcam", "gradcampp", "cam", "occlusion"))
     parser.add_argument("--cam-layer", default=None, help="target layer name ('auto': deepest layer keeping >= 4 slices)")
+    add_precision_argument(parser, CPU_PRECISIONS)
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument("--csv", type=Path, default=None, help="batch mode: CSV to write (default: predictions.csv)")
     parser.set_defaults(func=run)
@@ -32,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not os.path.lexists(args.input):  # a broken link exists as an entry: the readers name what is wrong with it
         raise FileNotFoundError(f"input {args.input} does not exist")
-    predictor = Predictor(args.ckpt, cam_method=args.cam_method, cam_layer=args.cam_layer)
+    predictor = Predictor(args.ckpt, cam_method=args.cam_method, cam_layer=args.cam_layer, precision=args.precision)
     if args.input.is_dir() and is_batch_folder(args.input):
         predictions, failures = predictor.predict_batch(args.input, args.cam)
         csv_path = write_csv(args.csv or Path("predictions.csv"), predictor.class_names, predictions, failures)

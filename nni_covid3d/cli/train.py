@@ -16,6 +16,7 @@ from nni_covid3d.cli import UserError
 from nni_covid3d.data import DATASETS
 from nni_covid3d.models import MODEL_NAMES
 from nni_covid3d.devices import add_device_arguments, add_loader_arguments
+from nni_covid3d.precision import add_precision_argument
 
 
 
@@ -40,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--out", type=Path, help="output folder (default: eval_<split> beside checkpoints/)")
     evaluate.add_argument("--batch-size", type=int, default=4)
     evaluate.add_argument("--no-progress", action="store_true")
+    add_precision_argument(evaluate)
     evaluate.set_defaults(func=run_evaluate)
 
     compare = subparsers.add_parser("compare", help="train and test several models on several datasets; one table")
@@ -168,10 +170,12 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from nni_covid3d.precision import check_precision
     from nni_covid3d.training.pipeline import evaluate_checkpoint
 
+    check_precision(args.precision)  # evaluate runs on the GPU when there is one
     metrics = evaluate_checkpoint(args.ckpt, split=args.split, out_dir=args.out, root=args.root,
-                                  batch_size=args.batch_size, progress=not args.no_progress)
+                                  batch_size=args.batch_size, progress=not args.no_progress, precision=args.precision)
     print(_summary(metrics))
     print(json.dumps({"confusion_matrix": metrics["confusion_matrix"], "class_names": metrics["class_names"]}))
     return 0

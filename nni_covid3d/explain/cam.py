@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from nni_covid3d.explain.layers import default_fc_layer, default_target_layer, feature_shape
+from nni_covid3d.precision import DEFAULT_PRECISION, inference_autocast
 
 __all__ = ["METHODS", "OCCLUSION_BOX", "CamMap", "CamExplainer", "normalize_map"]
 
@@ -34,7 +35,7 @@ def normalize_map(x: torch.Tensor) -> torch.Tensor:
 
 
 def _softmax_over_classes(logits: torch.Tensor) -> torch.Tensor:
-    return logits.softmax(dim=1)
+    return logits.float().softmax(dim=1)
 
 
 @dataclass
@@ -64,6 +65,8 @@ class CamExplainer:
         fc_layer: for plain CAM, the linear layer; ``None`` finds it.
         occlusion_box: for occlusion, the box as fractions of the input's (depth, height, width);
             smaller boxes resolve thinner lesions and cost more forward passes.
+        precision: the forward (and backward) passes' autocast
+            (:func:`nni_covid3d.precision.inference_autocast`); the map and the probabilities are fp32.
 
     MONAI's hooks stay registered on ``model`` for the explainer's lifetime: make one explainer per
     model and reuse it.
@@ -78,8 +81,12 @@ class CamExplainer:
         fc_layer: str | None = None,
         min_depth: int = 4,
         occlusion_box: Sequence[float] = OCCLUSION_BOX,
+        precision: str = DEFAULT_PRECISION,
     ) -> None:
         from monai.visualize import CAM, GradCAM, GradCAMpp, OcclusionSensitivity
+
+        inference_autocast(precision, "cpu")  # refuses an unknown or a GPU-only precision now
+        self.precision = precision
 
         if method not in METHODS:
             raise ValueError(f"unknown CAM method {method!r}; choose from {', '.join(METHODS)}")
@@ -124,20 +131,21 @@ class CamExplainer:
         device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
         # requires_grad so that backward hooks also fire on a first-layer target
         x = image.unsqueeze(0).to(device=device, dtype=torch.float32).requires_grad_(True)
-        with torch.no_grad():
-            probabilities = torch.softmax(self.model(x.detach()), dim=1)[0]
+        autocast = inference_autocast(self.precision, device.type)
+        with torch.no_grad(), autocast:
+            probabilities = _softmax_over_classes(self.model(x.detach()))[0]
         target = int(probabilities.argmax()) if class_idx is None else int(class_idx)
         if self.method == "occlusion":
-            with torch.no_grad(), warnings.catch_warnings():
+            with torch.no_grad(), autocast, warnings.catch_warnings():
                 # MONAI 1.x indexes with lists; torch's deprecation notice says nothing to a user.
                 warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
                 occluded, _ = self._occlusion(x.detach())
-            heat = normalize_map((probabilities[target] - occluded[:, target : target + 1]).clamp(min=0))
+            heat = normalize_map((probabilities[target] - occluded[:, target : target + 1].float()).clamp(min=0))
         else:
-            with torch.enable_grad():
+            with torch.enable_grad(), autocast:
                 heat = self._cam(x, class_idx=torch.tensor([target], device=device))
         return CamMap(
-            heatmap=heat[0, 0].detach().cpu().numpy().astype(np.float32),
+            heatmap=heat[0, 0].detach().float().cpu().numpy().astype(np.float32),
             class_idx=target,
             probabilities=probabilities.cpu().numpy(),
             method=self.method,

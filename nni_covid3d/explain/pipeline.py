@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from nni_covid3d.explain.cam import OCCLUSION_BOX, CamExplainer, CamMap
+from nni_covid3d.precision import DEFAULT_PRECISION
 from nni_covid3d.explain.outputs import (
     resize_map,
     save_heatmap_nifti,
@@ -179,6 +180,7 @@ def score_cams(
     tolerance_mm: float = 0.0,
     n_overlays: int = 0,
     occlusion_box: Sequence[float] = OCCLUSION_BOX,
+    precision: str = DEFAULT_PRECISION,
 ) -> dict[str, Any]:
     """Score a model's CAMs against lesion masks on its COVID scans (those with a ``mask_path``).
 
@@ -194,8 +196,8 @@ def score_cams(
       mean lesion volume fraction, what a uniform map scores).
 
     ``ckpt`` is a checkpoint path or a ``(model, meta)`` pair; ``preprocessing`` defaults to the
-    checkpoint's; ``occlusion_box`` sizes the ``"occlusion"`` method's box (see
-    :class:`~nni_covid3d.explain.cam.CamExplainer`). With ``out_dir``, writes ``cam_scores.json`` and per-scan rows
+    checkpoint's; ``occlusion_box`` sizes the ``"occlusion"`` method's box and ``precision`` sets the
+    passes' autocast (see :class:`~nni_covid3d.explain.cam.CamExplainer`). With ``out_dir``, writes ``cam_scores.json`` and per-scan rows
     ``cam_scores.csv`` there, and overlays for the first ``n_overlays`` scans. Returns
     ``{method: {...metrics..., "per_scan": [...]}}`` plus ``"model"`` and ``"layer"`` entries.
     """
@@ -213,7 +215,7 @@ def score_cams(
     for method in methods:
         torch.manual_seed(0)
         explainer = CamExplainer(model, input_shape, method=method, target_layer=target_layer,
-                                 occlusion_box=occlusion_box)
+                                 occlusion_box=occlusion_box, precision=precision)
         rows, model_grid_maps, masks = [], [], []
         for index, scan in enumerate(scored):
             result = explain_scan(explainer, scan, preprocessing, class_idx=scan.label)

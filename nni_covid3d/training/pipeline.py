@@ -38,6 +38,7 @@ from nni_covid3d.metrics import (
     plot_training_curves,
     save_metrics,
 )
+from nni_covid3d.precision import DEFAULT_PRECISION, inference_autocast
 from nni_covid3d.training.module import CovidClassifier, load_classifier, unpack_batch
 from nni_covid3d.training.recorded import split_dataset
 from nni_covid3d.training.resume import AtomicCheckpointIO, ResumableRun, check_resume, data_record
@@ -80,7 +81,7 @@ class TrainConfig:
     devices: int | str = 1
     num_nodes: int = 1  # machines of a multi-node DDP run (torchrun, SLURM), ``devices`` each
     progress: bool = True
-    precision: str = "32-true"  # Lightning's ``Trainer(precision=...)``: nni_covid3d.precision.PRECISIONS
+    precision: str = DEFAULT_PRECISION  # Lightning's ``Trainer(precision=...)``: nni_covid3d.precision.PRECISIONS
 
     def __post_init__(self) -> None:
         if self.balance not in BALANCE_MODES:
@@ -331,8 +332,10 @@ def train_model(
 def predict(
     model: nn.Module, dataset: Dataset, *, batch_size: int = 4, num_workers: int = 0,
     device: str | torch.device = "cpu", progress: bool = True, description: str = "predict",
+    precision: str = DEFAULT_PRECISION,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Labels ``int[N]`` and softmax probabilities ``float[N, K]`` of ``model`` over ``dataset`` (in order)."""
+    """Labels ``int[N]`` and softmax probabilities ``float[N, K]`` of ``model`` over ``dataset`` (in order);
+    the forward passes under ``precision``'s autocast (:func:`nni_covid3d.precision.inference_autocast`)."""
     from tqdm.auto import tqdm
 
     model = model.to(device).eval()
@@ -341,7 +344,9 @@ def predict(
                          accelerator="gpu" if torch.device(device).type == "cuda" else "cpu")
     for batch in tqdm(loader, desc=description, disable=not progress, leave=False):
         x, y = unpack_batch(batch)
-        probs.append(torch.softmax(model(x.to(device)), dim=1).float().cpu())
+        with torch.no_grad(), inference_autocast(precision, torch.device(device).type):
+            logits = model(x.to(device))
+        probs.append(torch.softmax(logits.float(), dim=1).cpu())
         labels.append(y.cpu())
     return torch.cat(labels).numpy(), torch.cat(probs).numpy()
 
@@ -355,12 +360,13 @@ def evaluate_classifier(
     batch_size: int = 4,
     progress: bool = True,
     sample_ids: Sequence[str] | None = None,
+    precision: str = DEFAULT_PRECISION,
 ) -> dict[str, Any]:
     """Metrics of ``classifier`` on ``dataset``; with ``out_dir``, also metrics.json, roc.png,
-    confusion.png and predictions.csv there."""
+    confusion.png and predictions.csv there. ``precision``: the forward passes' (:func:`predict`)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     labels, probs = predict(classifier.model, dataset, batch_size=batch_size, device=device, progress=progress,
-                            description=f"evaluate {split}")
+                            description=f"evaluate {split}", precision=precision)
     names = classifier.class_names
     metrics = classification_metrics(labels, probs, names)
     metrics["split"] = split
@@ -388,6 +394,7 @@ def evaluate_checkpoint(
     progress: bool = True,
     root: str | Path | None = None,
     dataset_factory: Callable[..., tuple[Dataset, list[str] | None]] | None = None,
+    precision: str = DEFAULT_PRECISION,
 ) -> dict[str, Any]:
     """Evaluate the model in ``checkpoint`` on ``dataset``, or on its recorded ``split`` when omitted.
 
@@ -395,6 +402,7 @@ def evaluate_checkpoint(
     split file, preprocessing; ``root`` overrides the recorded root) by
     :func:`nni_covid3d.training.recorded.split_dataset`. Results go to ``out_dir`` (default:
     ``OUT/eval_<split>`` for ``OUT/checkpoints/*.ckpt``, else ``eval_<split>_<name>`` beside the file).
+    ``precision``: the forward passes' (:func:`predict`; fp32 by default, whatever the training's).
     """
     checkpoint = Path(checkpoint)
     classifier = load_classifier(checkpoint)
@@ -407,7 +415,7 @@ def evaluate_checkpoint(
         else:
             out_dir = checkpoint.parent / f"eval_{split}_{checkpoint.stem}"
     metrics = evaluate_classifier(classifier, dataset, out_dir, split=split, batch_size=batch_size,
-                                  progress=progress, sample_ids=sample_ids)
+                                  progress=progress, sample_ids=sample_ids, precision=precision)
     metrics["checkpoint"] = str(checkpoint)
     save_metrics(metrics, Path(out_dir) / "metrics.json")
     return metrics
