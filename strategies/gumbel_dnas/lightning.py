@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -124,8 +124,17 @@ class GumbelDNASLightningModule(DartsLightningModule):
 
     def sample(self, phase: int) -> dict[str, Draw]:
         """Draw every label from ``softmax(alpha / temperature)`` (Gumbel-max), without gradient."""
-        indices = gumbel_max_indices(self.label_alphas(), self.tau(), self._step_generator(phase))
-        return self._use({label: Draw(index) for label, index in indices.items()})
+        return self._use(self.sample_paths([phase])[0])
+
+    def sample_paths(self, phases: Sequence[int]) -> list[dict[str, Draw]]:
+        """:meth:`sample`'s draws for each of ``phases``, not yet used. The logits reach the host in one
+        transfer for all phases: on a GPU, one wait per architecture step instead of one between the
+        forward passes of its paths."""
+        alphas = self.label_alphas()
+        flat = torch.cat([alpha.detach().float().reshape(-1) for alpha in alphas.values()]).cpu()
+        on_host = dict(zip(alphas, flat.split([alpha.numel() for alpha in alphas.values()])))
+        return [{label: Draw(index) for label, index in
+                 gumbel_max_indices(on_host, self.tau(), self._step_generator(phase)).items()} for phase in phases]
 
     def fair_draws(self) -> dict[str, Draw]:
         """Every label's candidates in turn, in a seeded order (no gradient).
@@ -290,10 +299,10 @@ class GumbelDNASLightningModule(DartsLightningModule):
         baseline; with one path, a moving average of past losses): paths that do better than the
         others on the same batch gain probability. Losses are averaged over DDP ranks first.
         """
-        paths, losses = [], []
+        paths, losses = self.sample_paths(range(self.settings.arch_samples)), []
         with torch.no_grad(), keep_batchnorm_stats(self.model):
-            for phase in range(self.settings.arch_samples):
-                paths.append(self.sample(phase))
+            for path in paths:
+                self._use(path)
                 losses.append(self._arch_forward(batch, batch_idx).detach().float())
         loss = torch.stack(losses)
         _all_reduce_mean([loss])
