@@ -1,5 +1,5 @@
 #!/bin/bash
-# The GPU benchmarks in one go, for a lent NVIDIA H200 (16 CPU cores): about 8 minutes in all.
+# The GPU benchmarks in one go, for a lent NVIDIA H200 (16 CPU cores): at most about 9 minutes in all.
 #
 # How it is launched. The GPU machine reaches no package registry, and a .venv (`make test` /
 # `make demo` build one here from the registry) is far over the 64 MiB that travels with the working
@@ -12,18 +12,21 @@
 #      benchmark uses), monai, nibabel and the other missing packages into .gpu-wheels/ (about
 #      9 MB, listed in .git/info/exclude so that git ignores it);
 #   2. through the device tool, from the repository root:
-#          run(command="bash benchmarks/gpu/run_all.sh", carry=[".gpu-wheels"], timeout_s=570)
+#          run(command="bash benchmarks/gpu/run_all.sh", carry=[".gpu-wheels"], timeout_s=590)
 #      which installs the wheels and this project (--no-deps: the image's torch is kept) into
 #      /tmp/site and runs, each under its own time limit:
 #        - benchmarks/bench_fullscale.py at full scale (~2,500 synthetic scans at 128 px, batch 8 of
 #          1x32x128x128, fp32 and bf16-mixed; --max-steps cuts the longer retrain epoch, which is
 #          then extrapolated);
+#        - benchmarks/bench_search.py at 8x16x64x64 (the subnet, GumbelDNAS drawn and pinned to the
+#          largest subnet): the search step / subnet step target, after this code's fewer host syncs;
 #        - benchmarks/bench_channels_last.py --device cuda (default, random1 subnets and mc3_18);
 #        - benchmarks/bench_augment.py --device cuda (augmentation in the loader vs on the GPU).
 #      benchmarks/bench_precision.py is left out: it runs on the CPU only (torch.autocast("cpu"), no
 #      device option); bench_fullscale.py times both precisions on the GPU instead.
 #
-# Everything lands in $OUT: bench_fullscale.json, bench_channels_last_gpu.json, bench_augment_gpu.json, versions.txt
+# Everything lands in $OUT: bench_fullscale.json, bench_search_gpu_small.json, bench_channels_last_gpu.json,
+# bench_augment_gpu.json, versions.txt
 # (nvidia-smi, the versions of torch/lightning/nni/monai), one log per command and run_all.log.
 set -u
 cd "$(dirname "$0")/../.."
@@ -89,20 +92,27 @@ run_all() {
     cat "$OUT/versions.txt"
 
     # ~1,430 patients (~2,500 scans) written by 16 processes; one search and one retrain epoch per precision.
-    step "bench_fullscale.py (limit 330 s)"
-    timeout --kill-after=10 330 $PY benchmarks/bench_fullscale.py --accelerator gpu --max-steps 120 \
+    step "bench_fullscale.py (limit 300 s)"
+    timeout --kill-after=10 300 $PY benchmarks/bench_fullscale.py --accelerator gpu --max-steps 120 \
         --work-dir /tmp/fullscale --out "$OUT/bench_fullscale.json" > "$OUT/bench_fullscale.log" 2>&1
     echo "exit status $? (124: cut at the limit; the JSON holds the stages done)"
     tail -n 3 "$OUT/bench_fullscale.log"
 
-    step "bench_channels_last.py --device cuda (limit 90 s)"
-    timeout --kill-after=10 90 $PY benchmarks/bench_channels_last.py --device cuda --batch 8 --size 32 128 128 \
+    step "bench_search.py --accelerator gpu --configs small (limit 75 s)"
+    timeout --kill-after=10 75 $PY benchmarks/bench_search.py --accelerator gpu --configs small \
+        --methods single gumbel-dnas gumbel-dnas-largest --steps 5 --warmup 3 \
+        --out "$OUT/bench_search_gpu_small.json" > "$OUT/bench_search.log" 2>&1
+    echo "exit status $?"
+    tail -n 3 "$OUT/bench_search.log"
+
+    step "bench_channels_last.py --device cuda (limit 60 s)"
+    timeout --kill-after=10 60 $PY benchmarks/bench_channels_last.py --device cuda --batch 8 --size 32 128 128 \
         --models default random1 mc3_18 --out "$OUT/bench_channels_last_gpu.json" > "$OUT/bench_channels_last.log" 2>&1
     echo "exit status $?"
     tail -n 3 "$OUT/bench_channels_last.log"
 
-    step "bench_augment.py --device cuda (limit 60 s)"
-    timeout --kill-after=10 60 $PY benchmarks/bench_augment.py --device cuda \
+    step "bench_augment.py --device cuda (limit 45 s)"
+    timeout --kill-after=10 45 $PY benchmarks/bench_augment.py --device cuda \
         --out "$OUT/bench_augment_gpu.json" > "$OUT/bench_augment.log" 2>&1
     echo "exit status $?"
     tail -n 3 "$OUT/bench_augment.log"
