@@ -1,14 +1,14 @@
 """Where and how a run computes: ``--accelerator``, ``--devices``, ``--num-nodes``, ``--precision``
-and the data-loading options ``--workers``, ``--loader``, ``--augment-on``, ``--channels-last``, defined once for
-``search``, ``train``/``retrain`` and the NNI trial."""
+and the data-loading options ``--workers``, ``--loader``, ``--augment-on``, ``--channels-last``, defined
+once for ``search``, ``train``/``retrain`` and the NNI trial."""
 from __future__ import annotations
 
 import argparse
 
 from nni_covid3d.precision import add_precision_argument
 
-__all__ = ["LOADER_KINDS", "AUGMENT_ON", "CHANNELS_LAST_CHOICES", "add_device_arguments", "add_loader_arguments", "parse_devices",
-           "parse_workers"]
+__all__ = ["LOADER_KINDS", "AUGMENT_ON", "CHANNELS_LAST_CHOICES", "add_device_arguments", "add_loader_arguments",
+           "parse_devices", "parse_workers"]
 
 #: ``--loader`` choices: PyTorch's DataLoader, or MONAI's ThreadDataLoader (``nni_covid3d.data.loading``).
 LOADER_KINDS = ("torch", "thread")

@@ -51,7 +51,6 @@ def check_precision(precision: str, accelerator: str = "auto") -> str:
     return precision
 
 
-
 def inference_autocast(precision: str, device_type: str) -> Any:
     """The autocast context of an inference pass at ``precision`` on ``device_type`` (``"cpu"``, ``"cuda"``):
     bfloat16 or float16 autocast, or none for ``32-true``."""

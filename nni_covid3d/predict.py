@@ -26,7 +26,7 @@ from nni_covid3d.data.io import (
     require_regular_file,
 )
 from nni_covid3d.data.records import DataError
-from nni_covid3d.precision import DEFAULT_PRECISION, inference_autocast
+from nni_covid3d.precision import DEFAULT_PRECISION, check_precision, inference_autocast
 
 __all__ = ["Prediction", "Predictor", "is_batch_folder", "list_batch_inputs", "check_dicom_series", "write_csv"]
 
@@ -129,8 +129,7 @@ class Predictor:
         self.class_names = list(self.meta["class_names"])
         self.cam_method = cam_method
         self.cam_layer = cam_layer
-        inference_autocast(precision, "cpu")  # refuses an unknown or a GPU-only precision now
-        self.precision = precision
+        self.precision = check_precision(precision, "cpu")  # the model stays on the CPU
         self._explainer = None
 
     @property

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from nni_covid3d.explain.layers import default_fc_layer, default_target_layer, feature_shape
-from nni_covid3d.precision import DEFAULT_PRECISION, inference_autocast
+from nni_covid3d.precision import DEFAULT_PRECISION, check_precision, inference_autocast
 
 __all__ = ["METHODS", "OCCLUSION_BOX", "CamMap", "CamExplainer", "normalize_map"]
 
@@ -85,9 +85,7 @@ class CamExplainer:
     ) -> None:
         from monai.visualize import CAM, GradCAM, GradCAMpp, OcclusionSensitivity
 
-        inference_autocast(precision, "cpu")  # refuses an unknown or a GPU-only precision now
-        self.precision = precision
-
+        self.precision = check_precision(precision)  # the device's check comes with each call
         if method not in METHODS:
             raise ValueError(f"unknown CAM method {method!r}; choose from {', '.join(METHODS)}")
         probe_shape = (1, *input_shape)

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from nni_covid3d.explain.cam import OCCLUSION_BOX, CamExplainer, CamMap
-from nni_covid3d.precision import DEFAULT_PRECISION
 from nni_covid3d.explain.outputs import (
     resize_map,
     save_heatmap_nifti,
@@ -27,6 +26,7 @@ from nni_covid3d.explain.outputs import (
     slice_relevance,
 )
 from nni_covid3d.explain.scoring import chance_hit_rate, energy_share, mask_fraction, pointing_game
+from nni_covid3d.precision import DEFAULT_PRECISION
 
 __all__ = [
     "ScanCam",

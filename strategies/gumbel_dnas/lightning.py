@@ -105,8 +105,8 @@ class GumbelDNASLightningModule(DartsLightningModule):
         return dict(sorted(alphas.items()))
 
     def tau(self) -> float:
-        """The temperature as a Python float, read from its buffer once per epoch rather than at every
-        draw: on a GPU each read waits for all queued work, and a step draws several times."""
+        """The temperature as a Python float, kept on the host when an epoch sets it (or read from its
+        buffer once) rather than read at every draw: on a GPU each read waits for all queued work."""
         if self._temperature_value is None:
             self._temperature_value = float(self.temperature)
         return self._temperature_value
@@ -353,7 +353,7 @@ class GumbelDNASLightningModule(DartsLightningModule):
     def on_train_epoch_start(self):
         tau = self.settings.temperature.at(self.trainer.current_epoch, self.warmup_epochs, self.trainer.max_epochs)
         self.temperature.fill_(tau)
-        self._temperature_value = None
+        self._temperature_value = float(torch.tensor(tau, dtype=self.temperature.dtype))  # the buffer's value
         return super().on_train_epoch_start()
 
     def on_train_epoch_end(self):
