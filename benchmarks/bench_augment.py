@@ -23,9 +23,9 @@ from torch.utils.data import default_collate
 from nni_covid3d.data import Preprocessing
 from nni_covid3d.data.batch_augment import BatchAugmentation
 from nni_covid3d.data.transforms import per_access_transforms
-from side_by_side import alternate, machine, make_model, save, synchronize, train_step  # beside this script
-
-SIZES = {"search": (16, 64, 64), "retrain": (32, 128, 128)}
+from side_by_side import (  # beside this script
+    SIZES, add_round_arguments, alternate, machine, make_model, save, synchronize, train_step,
+)
 
 
 def measure(size: tuple[int, int, int], batch: int, slices: int, device: torch.device, warmup: int, rounds: int,
@@ -82,9 +82,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--slices", type=int, default=60, help="slices of a cached volume (D0)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed batches per way")
-    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds")
-    parser.add_argument("--steps", type=int, default=3, help="timed batches per way per round")
+    add_round_arguments(parser, "batches per way", steps=3)
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("bench_augment.json"))
     args = parser.parse_args()
 

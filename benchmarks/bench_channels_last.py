@@ -17,7 +17,9 @@ from pathlib import Path
 import torch
 
 from nni_covid3d.training.memory_format import to_channels_last_3d
-from side_by_side import SPACE, alternate, machine, make_model, save, train_step  # beside this script
+from side_by_side import (  # beside this script
+    SPACE, add_round_arguments, alternate, machine, make_model, save, train_step,
+)
 
 
 def measure(name: str, x: torch.Tensor, y: torch.Tensor, warmup: int, rounds: int, steps: int) -> dict:
@@ -41,9 +43,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["default", "random1", "random2"])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, nargs=3, default=(16, 48, 48), metavar=("D", "H", "W"))
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per format")
-    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds")
-    parser.add_argument("--steps", type=int, default=2, help="timed steps per format per round")
+    add_round_arguments(parser, "steps per format")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("bench_channels_last.json"))
     args = parser.parse_args()
 

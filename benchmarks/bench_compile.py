@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from side_by_side import alternate, machine, make_model, save, train_step  # beside this script
-
-SIZES = {"search": (16, 64, 64), "retrain": (32, 128, 128)}
+from side_by_side import (  # beside this script
+    SIZES, add_round_arguments, alternate, machine, make_model, save, train_step,
+)
 
 
 def measure(size: tuple[int, int, int], batch: int, device: torch.device, warmup: int, rounds: int, steps: int) -> dict:
@@ -40,9 +40,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model")
-    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds")
-    parser.add_argument("--steps", type=int, default=2, help="timed steps per model per round")
+    add_round_arguments(parser, "steps per model")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("bench_compile.json"))
     args = parser.parse_args()
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import torch
 
-from side_by_side import SPACE, alternate, machine, make_model, save, train_step  # beside this script
+from side_by_side import (  # beside this script
+    SPACE, add_round_arguments, alternate, machine, make_model, save, train_step,
+)
 
 PRECISIONS = {"32-true": None, "bf16-mixed": torch.bfloat16}
 
@@ -22,9 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, nargs=3, default=(16, 48, 48), metavar=("D", "H", "W"))
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per precision")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
-    parser.add_argument("--steps", type=int, default=2, help="timed steps per precision per round")
+    add_round_arguments(parser, "steps per precision", rounds=3)
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("bench_precision.json"))
     args = parser.parse_args()
 

@@ -3,6 +3,7 @@
 alternate the compared ways (so that a change of machine load hits all alike), the machine's description."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 from nni_covid3d.models import get_model
 from nni_covid3d.search_spaces import CovidNet3DSpace, build_model, export_architecture, random_architecture
 
+#: Inputs ``(D, H, W)`` of the paper's search and retraining stages.
+SIZES = {"search": (16, 64, 64), "retrain": (32, 128, 128)}
 #: The compact CovidNet3D-S space the step benchmarks use.
 SPACE = {"preset": "S", "widths": [16, 24, 32, 48, 64, 96], "n_cells": [2, 2, 2, 1, 1, 1], "head_channels": 256}
 
@@ -51,6 +54,14 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torc
     optimizer.step()
     synchronize(x.device)
     return time.perf_counter() - start
+
+
+def add_round_arguments(parser: argparse.ArgumentParser, unit: str, *, rounds: int = 4, steps: int = 2) -> None:
+    """``--warmup``, ``--rounds`` and ``--steps`` of :func:`alternate`; ``unit`` names what is timed
+    (e.g. "steps per format")."""
+    parser.add_argument("--warmup", type=int, default=2, help=f"untimed {unit}")
+    parser.add_argument("--rounds", type=int, default=rounds, help="alternating rounds")
+    parser.add_argument("--steps", type=int, default=steps, help=f"timed {unit} per round")
 
 
 def alternate(ways: Mapping[str, Callable[[int], float]], warmup: int, rounds: int,
