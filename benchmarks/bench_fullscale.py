@@ -382,6 +382,8 @@ def ratios_and_targets(runs: dict[str, dict[str, dict[str, Any]]]) -> tuple[dict
     ratios = {
         "bf16_over_fp32_step": {phase: _ratio(step("bf16-mixed", phase), step("32-true", phase))
                                 for phase in ("search", "retrain")},
+        "fp16_over_fp32_step": {phase: _ratio(step("16-mixed", phase), step("32-true", phase))
+                                for phase in ("search", "retrain")},
         "search_over_subnet_step": {precision: _ratio(step(precision, "search"), step(precision, "retrain"))
                                     for precision in runs},
     }

@@ -1,37 +1,49 @@
 #!/bin/bash
-# The GPU benchmarks in one go, for a lent NVIDIA H200 (16 CPU cores): at most about 9 minutes in all.
+# The GPU tests and benchmarks in one go, for a lent NVIDIA H200 (16 CPU cores): at most about 8 minutes.
 #
 # How it is launched. The GPU machine reaches no package registry, and a .venv (`make test` /
 # `make demo` build one here from the registry) is far over the 64 MiB that travels with the working
 # tree. Its image's python3 already holds torch, pytorch-lightning, numpy, scipy, pandas, pillow,
-# scikit-learn, tensorboard, torchmetrics; the rest travels as wheels:
+# scikit-learn, tensorboard, torchmetrics, pytest; the rest travels as wheels:
 #
 #   1. here, once, from the repository root, with the project's venv (`make .venv/.project-installed`):
 #          bash benchmarks/gpu/run_all.sh --prepare
 #      downloads Python 3.12 wheels of nni 3.0 (without its 190 MB web UI, nni_node, which no
 #      benchmark uses), monai, nibabel and the other missing packages into .gpu-wheels/ (about
 #      9 MB, listed in .git/info/exclude so that git ignores it);
-#   2. through the device tool, from the repository root:
-#          run(command="bash benchmarks/gpu/run_all.sh", carry=[".gpu-wheels"], timeout_s=590)
+#   2. optionally, here: OUT=/tmp/rehearsal bash benchmarks/gpu/run_all.sh --rehearse
+#      runs every command below on this machine's CPU at toy sizes with the venv's python (about 2
+#      minutes; tests/test_gpu_script.py does this in `make test`);
+#   3. through the device tool, from the repository root:
+#          run(command="bash benchmarks/gpu/run_all.sh", carry=[".gpu-wheels"], timeout_s=560)
 #      which installs the wheels and this project (--no-deps: the image's torch is kept) into
 #      /tmp/site and runs, each under its own time limit:
+#        - tests/gpu (pytest): float16/bfloat16 numerics of the search and the retrain, loss scaling
+#          with GumbelDNAS's two optimizers, checkpoints across precisions and devices, channels-last
+#          and the batch augmentation on CUDA;
 #        - benchmarks/bench_fullscale.py at full scale (~2,500 synthetic scans at 128 px, batch 8 of
-#          1x32x128x128, fp32 and bf16-mixed; --max-steps cuts the longer retrain epoch, which is
-#          then extrapolated);
+#          1x32x128x128, fp32, bf16-mixed and 16-mixed; --max-steps cuts the longer retrain epoch,
+#          which is then extrapolated);
 #        - benchmarks/bench_search.py at 8x16x64x64 (the subnet, GumbelDNAS drawn and pinned to the
 #          largest subnet): the search step / subnet step target, after this code's fewer host syncs;
 #        - benchmarks/bench_channels_last.py --device cuda (default, random1 subnets and mc3_18);
 #        - benchmarks/bench_augment.py --device cuda (augmentation in the loader vs on the GPU).
 #      benchmarks/bench_precision.py is left out: it runs on the CPU only (torch.autocast("cpu"), no
-#      device option); bench_fullscale.py times both precisions on the GPU instead.
+#      device option); bench_fullscale.py times the precisions on the GPU instead.
 #
-# Everything lands in $OUT: bench_fullscale.json, bench_search_gpu_small.json, bench_channels_last_gpu.json,
-# bench_augment_gpu.json, versions.txt
-# (nvidia-smi, the versions of torch/lightning/nni/monai), one log per command and run_all.log.
+# Everything lands in $OUT, 7 files (the device returns at most 8): versions.txt (nvidia-smi, the
+# versions of torch/lightning/nni/monai), bench_fullscale.json, bench_search_small.json,
+# bench_channels_last.json, bench_augment.json, commands.log (every command's whole output) and
+# run_all.log. The exit status is 0 when every command succeeded.
 set -u
 cd "$(dirname "$0")/../.."
 WHEELS=.gpu-wheels
 PY=${PYTHON:-python3}
+REHEARSE=0
+if [ "${1:-}" = "--rehearse" ]; then
+    REHEARSE=1
+    PY=${PYTHON:-.venv/bin/python}
+fi
 
 if [ "${1:-}" = "--prepare" ]; then
     PY=${PYTHON:-.venv/bin/python}
@@ -69,54 +81,85 @@ fi
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 started=$SECONDS
+failed=0
 step() { echo "== $(date +%T) +$((SECONDS - started))s: $*"; }
 
+# timed NAME LIMIT COMMAND...: run COMMAND under LIMIT seconds, its whole output appended to
+# $OUT/commands.log (the device returns at most 8 files); a failure is counted and the next command still
+# runs (what a command finished before failing stays in $OUT).
+timed() {
+    local name=$1 limit=$2 status
+    shift 2
+    step "$name (limit ${limit} s)"
+    echo "== $name: $*" >> "$OUT/commands.log"
+    timeout --kill-after=10 "$limit" "$@" > "$OUT/$name.part" 2>&1
+    status=$?
+    cat "$OUT/$name.part" >> "$OUT/commands.log"
+    echo "exit status $status$([ $status = 124 ] && echo ' (cut at the limit)')" | tee -a "$OUT/commands.log"
+    tail -n 3 "$OUT/$name.part"
+    rm -f "$OUT/$name.part"
+    [ $status = 0 ] || failed=$((failed + 1))
+}
+
+if [ "$REHEARSE" = 1 ]; then
+    # The same commands on this machine's CPU at toy sizes, with this interpreter and no install: every
+    # option and output path is exercised before a GPU run depends on it (tests/test_gpu_script.py).
+    ACCELERATOR=cpu DEVICE=cpu
+    PRECISIONS=(32-true bf16-mixed)
+    FULLSCALE_SIZE=(--patients 24 --synth-size 32 --slices 8 12 --size 8 32 32 --batch-size 4 --max-steps 4
+                    --warmup-steps 1)
+    SEARCH_ROUNDS=(--methods single gumbel-dnas --steps 1 --warmup 1)
+    CHANNELS_LAST_SIZE=(--batch 2 --size 8 32 32 --models default --warmup 1 --rounds 1 --steps 1)
+    AUGMENT_SIZE=(--sizes search --batch 2 --slices 20 --warmup 1 --rounds 1 --steps 1)
+else
+    ACCELERATOR=gpu DEVICE=cuda
+    PRECISIONS=(32-true bf16-mixed 16-mixed)
+    FULLSCALE_SIZE=(--max-steps 120)
+    SEARCH_ROUNDS=(--methods single gumbel-dnas gumbel-dnas-largest --steps 5 --warmup 3)
+    CHANNELS_LAST_SIZE=(--batch 8 --size 32 128 128 --models default random1 mc3_18)
+    AUGMENT_SIZE=()
+fi
+
 run_all() {
-    step "install the wheels and the project into /tmp/site"
-    if ! ls "$WHEELS"/*.whl > /dev/null 2>&1; then
-        echo "no wheels in $WHEELS: run 'bash benchmarks/gpu/run_all.sh --prepare' here first and carry $WHEELS"
-        return 2
+    if [ "$REHEARSE" != 1 ]; then
+        step "install the wheels and the project into /tmp/site"
+        if ! ls "$WHEELS"/*.whl > /dev/null 2>&1; then
+            echo "no wheels in $WHEELS: run 'bash benchmarks/gpu/run_all.sh --prepare' here first and carry $WHEELS"
+            return 2
+        fi
+        timeout 90 $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$WHEELS"/*.whl \
+            && timeout 90 $PY -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir \
+                --target /tmp/site . \
+            || { echo "installing failed"; return 2; }
+        export PYTHONPATH=/tmp/site
     fi
-    timeout 90 $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$WHEELS"/*.whl \
-        && timeout 90 $PY -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir \
-            --target /tmp/site . \
-        || { echo "installing failed"; return 2; }
-    export PYTHONPATH=/tmp/site
 
     {
-        nvidia-smi
+        if command -v nvidia-smi > /dev/null; then nvidia-smi; else echo "(no nvidia-smi)"; fi
         echo
         $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())'
         $PY -m pip freeze 2> /dev/null | grep -i -E '^(torch|pytorch-lightning|lightning|nni|monai|torchmetrics|numpy)[=@ ]'
     } > "$OUT/versions.txt" 2>&1
     cat "$OUT/versions.txt"
 
+    # What only a GPU shows: float16/bfloat16 numerics of the search and the retrain, loss scaling with
+    # GumbelDNAS's two optimizers, checkpoints across precisions, channels-last and augmentation on CUDA.
+    timed gpu_tests 100 $PY -m pytest tests/gpu -p no:cacheprovider -rA
+
     # ~1,430 patients (~2,500 scans) written by 16 processes; one search and one retrain epoch per precision.
-    step "bench_fullscale.py (limit 300 s)"
-    timeout --kill-after=10 300 $PY benchmarks/bench_fullscale.py --accelerator gpu --max-steps 120 \
-        --work-dir /tmp/fullscale --out "$OUT/bench_fullscale.json" > "$OUT/bench_fullscale.log" 2>&1
-    echo "exit status $? (124: cut at the limit; the JSON holds the stages done)"
-    tail -n 3 "$OUT/bench_fullscale.log"
+    timed bench_fullscale 240 $PY benchmarks/bench_fullscale.py --accelerator "$ACCELERATOR" \
+        --precisions "${PRECISIONS[@]}" "${FULLSCALE_SIZE[@]}" --out "$OUT/bench_fullscale.json"
 
-    step "bench_search.py --accelerator gpu --configs small (limit 75 s)"
-    timeout --kill-after=10 75 $PY benchmarks/bench_search.py --accelerator gpu --configs small \
-        --methods single gumbel-dnas gumbel-dnas-largest --steps 5 --warmup 3 \
-        --out "$OUT/bench_search_gpu_small.json" > "$OUT/bench_search.log" 2>&1
-    echo "exit status $?"
-    tail -n 3 "$OUT/bench_search.log"
+    timed bench_search 60 $PY benchmarks/bench_search.py --accelerator "$ACCELERATOR" --configs small \
+        "${SEARCH_ROUNDS[@]}" --out "$OUT/bench_search_small.json"
 
-    step "bench_channels_last.py --device cuda (limit 60 s)"
-    timeout --kill-after=10 60 $PY benchmarks/bench_channels_last.py --device cuda --batch 8 --size 32 128 128 \
-        --models default random1 mc3_18 --out "$OUT/bench_channels_last_gpu.json" > "$OUT/bench_channels_last.log" 2>&1
-    echo "exit status $?"
-    tail -n 3 "$OUT/bench_channels_last.log"
+    timed bench_channels_last 45 $PY benchmarks/bench_channels_last.py --device "$DEVICE" "${CHANNELS_LAST_SIZE[@]}" \
+        --out "$OUT/bench_channels_last.json"
 
-    step "bench_augment.py --device cuda (limit 45 s)"
-    timeout --kill-after=10 45 $PY benchmarks/bench_augment.py --device cuda \
-        --out "$OUT/bench_augment_gpu.json" > "$OUT/bench_augment.log" 2>&1
-    echo "exit status $?"
-    tail -n 3 "$OUT/bench_augment.log"
-    step "done"
+    timed bench_augment 30 $PY benchmarks/bench_augment.py --device "$DEVICE" "${AUGMENT_SIZE[@]}" \
+        --out "$OUT/bench_augment.json"
+    step "done: $failed command(s) failed"
+    [ $failed = 0 ]
 }
 
 run_all 2>&1 | tee "$OUT/run_all.log"

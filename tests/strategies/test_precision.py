@@ -18,7 +18,7 @@ from nni_covid3d.training.pipeline import TrainConfig, train_model
 from tests.strategies.test_run_search import TINY_SPACE, Volumes
 
 
-def _search_planted(name: str, seed: int, **trainer_options) -> tuple[dict, object]:
+def search_planted(name: str, seed: int, accelerator: str = "cpu", **trainer_options) -> tuple[dict, object]:
     """GumbelDNAS (defaults) on a planted problem, with extra Trainer options; (export, one-shot module)."""
     problem = PROBLEMS[name]
     torch.manual_seed(seed)
@@ -27,7 +27,7 @@ def _search_planted(name: str, seed: int, **trainer_options) -> tuple[dict, obje
                                      shuffle=True),
         val_dataloaders=DataLoader(problem.make_data(seed, problem.n_arch, "arch"), batch_size=problem.batch_size,
                                    shuffle=True),
-        num_classes=2, learning_rate=problem.learning_rate, max_epochs=problem.epochs, accelerator="cpu", devices=1,
+        num_classes=2, learning_rate=problem.learning_rate, max_epochs=problem.epochs, accelerator=accelerator, devices=1,
         logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
         num_sanity_val_steps=0, **trainer_options,
     )
@@ -54,7 +54,7 @@ def test_draws_and_straight_through_gradient_stay_fp32_under_autocast():
 
 
 def test_gumbel_dnas_finds_the_planted_answer_under_bf16_mixed():
-    export, module = _search_planted("information", 0, precision="bf16-mixed")
+    export, module = search_planted("information", 0, precision="bf16-mixed")
     assert export == PROBLEMS["information"].answer(0)
     assert all(alpha.dtype == torch.float32 for alpha in module.arch_parameters())
     assert module.trainer.precision == "bf16-mixed"
@@ -77,7 +77,7 @@ def test_gumbel_dnas_steps_both_optimizers_with_loss_scaling_under_a_float16_plu
 
     monkeypatch.setattr(GumbelDNASLightningModule, "clip_gradients", recording_clip)
     plugin = MixedPrecision("16-mixed", "cpu")
-    export, module = _search_planted("information", 0, plugins=[plugin])
+    export, module = search_planted("information", 0, plugins=[plugin])
     assert plugin.scaler is not None and 0 < plugin.scaler.get_scale() < float("inf")
     # Every weight step clipped (clip value 5) gradients already unscaled: the scale is 2**16.
     assert len(clipped_norms) == PROBLEMS["information"].epochs * module.trainer.num_training_batches
@@ -88,7 +88,7 @@ def test_gumbel_dnas_steps_both_optimizers_with_loss_scaling_under_a_float16_plu
     assert export == PROBLEMS["information"].answer(0)
 
 
-def _first_architecture() -> dict:
+def first_architecture() -> dict:
     space = CovidNet3DSpace(num_classes=2, **TINY_SPACE)
     sample = {label: mutable.default() for label, mutable in space.simplify().items()}
     return export_architecture(space.config, sample)
@@ -98,7 +98,7 @@ def test_retrain_under_bf16_mixed_learns_and_its_checkpoint_predicts_in_fp32(tmp
     config = TrainConfig(epochs=4, batch_size=4, learning_rate=3e-3, scheduler="none", accelerator="cpu",
                          progress=False, precision="bf16-mixed")
     result = train_model("covidnet3d", Volumes(16, seed=0), Volumes(6, seed=1), tmp_path, class_names=["a", "b"],
-                         config=config, arch=_first_architecture())
+                         config=config, arch=first_architecture())
     losses = [row["train_loss"] for row in result.history if "train_loss" in row]
     assert len(losses) == 4 and losses[-1] < losses[0], losses
     model, meta = load_model(result.best_checkpoint)
