@@ -9,7 +9,7 @@ The real datasets (GPU; every model, the paper's figures beside ours)::
 
     python examples/compare_baselines.py --root ccccii=/data/CC-CCII --root mosmed=/data/MosMedData \
         --root covidctset=/data/COVID-CTset --arch ccccii=arch_cc.json --arch mosmed=arch_mm.json \
-        --arch covidctset=arch_ct.json --epochs 100 --out runs/compare
+        --arch covidctset=arch_ct.json --epochs 100 --precision bf16-mixed --out runs/compare
 
 Writes ``OUT/comparison.md`` and ``OUT/comparison.csv`` (see ``nni_covid3d.compare``).
 """
@@ -19,6 +19,7 @@ import argparse
 from pathlib import Path
 
 from nni_covid3d.cli import main
+from nni_covid3d.precision import add_precision_argument
 
 DATASETS = ("ccccii", "mosmed", "covidctset")
 
@@ -35,6 +36,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--depth", type=int, default=32, help="slices (DenseNet3D121 needs 32)")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--accelerator", default="auto")
+    add_precision_argument(parser)
     return parser.parse_args()
 
 
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         "compare", "--datasets", *datasets, *[x for r in roots for x in ("--root", r)],
         "--models", *args.models, *[x for a in arch for x in ("--arch", a)], "--out", str(args.out),
         "--epochs", str(args.epochs), "--depth", str(args.depth), "--height", str(args.size),
-        "--width", str(args.size),
+        "--width", str(args.size), "--accelerator", args.accelerator, "--precision", args.precision,
     ])
 
 

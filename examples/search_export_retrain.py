@@ -7,7 +7,7 @@ Synthetic phantoms (no download; a few minutes on a laptop CPU)::
 A dataset on disk (GPU recommended; the paper's settings)::
 
     python examples/search_export_retrain.py --dataset ccccii --root /data/CC-CCII --out runs/ccccii \
-        --search-epochs 30 --epochs 100 --depth 32 --size 128
+        --search-epochs 30 --epochs 100 --depth 32 --size 128 --precision bf16-mixed
 
 Steps: ``search`` (GumbelDNAS, ``nni_covid3d.strategies.get("gumbel-dnas")``) writes
 ``OUT/search/architecture.json`` and the patient split; ``retrain`` trains that architecture from
@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from nni_covid3d.cli import main
+from nni_covid3d.precision import add_precision_argument
 
 
 def parse_args() -> argparse.Namespace:
@@ -34,6 +35,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--depth", type=int, default=16)
     parser.add_argument("--size", type=int, default=64, help="in-plane size H = W")
     parser.add_argument("--accelerator", default="auto")
+    add_precision_argument(parser)
     return parser.parse_args()
 
 
@@ -47,7 +49,8 @@ def run(args: argparse.Namespace) -> dict:
     if root is None:
         raise SystemExit("give --root DIR or --synthetic")
     shape = ["--depth", str(args.depth), "--height", str(args.size), "--width", str(args.size)]
-    common = ["--dataset", args.dataset, "--root", str(root), "--accelerator", args.accelerator, *shape]
+    common = ["--dataset", args.dataset, "--root", str(root), "--accelerator", args.accelerator,
+              "--precision", args.precision, *shape]
     search_dir, retrain_dir = args.out / "search", args.out / "retrain"
     if main(["search", *common, "--strategy", "gumbel-dnas", "--epochs", str(args.search_epochs),
              "--out", str(search_dir)]) != 0:
