@@ -84,7 +84,7 @@ def test_a_mixed_precision_retrain_on_the_gpu_learns_and_its_checkpoint_predicts
     labels_cpu, on_cpu = predict(model, data, batch_size=3, progress=False)
     for inference in ("32-true", precision):
         labels, on_gpu = predict(model, data, batch_size=3, progress=False, device="cuda", precision=inference)
-        assert (labels == labels_cpu).all() and on_gpu.dtype == np.float32
+        assert (labels == labels_cpu).all() and on_gpu.dtype == np.float32  # the same scans, in order
         np.testing.assert_allclose(on_gpu, on_cpu, atol=1e-4 if inference == "32-true" else 0.03)
 
 
