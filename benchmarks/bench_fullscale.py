@@ -547,13 +547,32 @@ def prepare_data(args: argparse.Namespace, work: Path, result: dict[str, Any]) -
     info["class_names"] = class_names
     _log(f"{len(index.scans)} scans; warming the cache of {len(split['train']) + len(split['val'])} train/val scans")
     info["warm"] = warm_cache(data, [*split["train"], *split["val"]], preprocessing, cache_dir, processes)
+    if args.loader == "device":
+        info["device_cache"] = cache_on_device(data, args.accelerator)
     return data
+
+
+def cache_on_device(data: Any, accelerator: str) -> dict[str, Any]:
+    """Fill the train and val volumes' cache in the training device's memory (``--loader device``; the
+    loaders made later find it filled), timed."""
+    from nni_covid3d.data.loading import scans_of, training_device
+
+    device = training_device(accelerator)
+    _log(f"holding the train/val volumes in {device} memory")
+    start = time.perf_counter()
+    before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    for part in (data.train, data.val):
+        scans_of(part).cache_on(device)
+    info = {"device": str(device), "seconds": time.perf_counter() - start, "scans": len(data.train) + len(data.val)}
+    if device.type == "cuda":
+        info["gpu_mb"] = (torch.cuda.memory_allocated(device) - before) / 2**20
+    return info
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark (module docstring); returns the result also written to ``--out``."""
     args = parse_args(argv)
-    from nni_covid3d.data.loading import default_workers, uses_gpu
+    from nni_covid3d.data.loading import default_workers, loader_settings
     from nni_covid3d.precision import check_precision
 
     for precision in args.precisions:
@@ -561,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.accelerator == "gpu" and not torch.cuda.is_available():
         raise SystemExit("--accelerator gpu, but torch sees no CUDA GPU")
     begin = time.perf_counter()
-    workers = default_workers(args.accelerator) if args.workers is None else args.workers
+    workers, pin_memory = loader_settings(args.accelerator, args.workers, args.loader)
     result: dict[str, Any] = {
         "benchmark": "bench_fullscale",
         "args": {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()},
@@ -569,7 +588,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "space": SPACE,
         "loader": {
             "workers": workers, "default_workers": default_workers(args.accelerator),
-            "kind": args.loader, "pin_memory": uses_gpu(args.accelerator),
+            "kind": args.loader, "pin_memory": pin_memory,
             "other": "nni_covid3d.data.loading.make_loader's defaults for the device, search and retrain alike",
         },
         "notes": [

@@ -10,8 +10,9 @@ from nni_covid3d.precision import add_precision_argument
 __all__ = ["LOADER_KINDS", "AUGMENT_ON", "CHANNELS_LAST_CHOICES", "add_device_arguments", "add_loader_arguments",
            "parse_devices", "parse_workers"]
 
-#: ``--loader`` choices: PyTorch's DataLoader, or MONAI's ThreadDataLoader (``nni_covid3d.data.loading``).
-LOADER_KINDS = ("torch", "thread")
+#: ``--loader`` choices: PyTorch's DataLoader, MONAI's ThreadDataLoader, or the volumes cached on the
+#: training device (``nni_covid3d.data.loading``).
+LOADER_KINDS = ("torch", "thread", "device")
 #: ``--augment-on`` choices: train-time augmentation per volume in the loader (MONAI transforms), or per
 #: batch on the training device (``nni_covid3d.data.batch_augment``).
 AUGMENT_ON = ("loader", "device")
@@ -50,7 +51,9 @@ def add_loader_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGro
                              "memory on a GPU)")
     parser.add_argument("--loader", default="torch", choices=LOADER_KINDS,
                         help="torch: PyTorch's DataLoader; thread: MONAI's ThreadDataLoader (a background thread "
-                             "fills a buffer of batches; suits data cached in memory)")
+                             "fills a buffer of batches; suits data cached in memory); device: every preprocessed "
+                             "volume held in GPU memory and batches built there, no workers (MONAI's CacheDataset + "
+                             "ToDeviced; needs memory for the whole split; pair with --augment-on device)")
     parser.add_argument("--augment-on", default="loader", choices=AUGMENT_ON,
                         help="where train-time augmentation runs: loader (MONAI transforms per volume, default) or "
                              "device (the same augmentation on the whole batch once it is on the GPU)")

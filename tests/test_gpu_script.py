@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ("bench_fullscale.json", "bench_search_small.json", "bench_channels_last.json", "bench_augment.json")
+RESULTS = ("bench_fullscale.json", "bench_fullscale_device.json", "bench_search_small.json", "bench_channels_last.json", "bench_augment.json")
 
 
 @pytest.mark.slow
@@ -32,6 +32,9 @@ def test_the_rehearsal_runs_every_command_and_writes_what_the_device_returns(tmp
     assert set(fullscale["runs"]) == {"32-true", "bf16-mixed"}
     for phases in fullscale["runs"].values():
         assert all("error" not in phases[phase] for phase in ("search", "retrain")), phases
+    on_device = json.loads((out / "bench_fullscale_device.json").read_text())
+    assert not on_device["data"]["written"] and on_device["data"]["device_cache"]["scans"] > 0  # the same data
+    assert on_device["loader"]["kind"] == "device" and "error" not in on_device["runs"]["bf16-mixed"]["search"]
     assert all(run["status"] == "ok" for run in json.loads((out / "bench_search_small.json").read_text()))
     assert json.loads((out / "bench_channels_last.json").read_text())["models"]["default"]["step_s"]["channels_last"]
     assert json.loads((out / "bench_augment.json").read_text())["summary"]["search"]["device_over_loader"] > 0

@@ -1,6 +1,6 @@
 #!/bin/bash
 # The GPU tests and benchmarks in one go, for a lent NVIDIA H200 (16 CPU cores): the limits below add up
-# to 8 min 15 s after the install (two pip installs from local files, each limited to 90 s).
+# to 8 min 55 s after the install (two pip installs from local files, each limited to 90 s).
 #
 # How it is launched. The GPU machine reaches no package registry, and a .venv (`make test` /
 # `make demo` build one here from the registry) is far over the 64 MiB that travels with the working
@@ -13,29 +13,33 @@
 #      benchmark uses), monai, nibabel and the other missing packages into .gpu-wheels/ (about
 #      9 MB, listed in .git/info/exclude so that git ignores it);
 #   2. optionally, here: OUT=/tmp/rehearsal bash benchmarks/gpu/run_all.sh --rehearse
-#      runs every command below on this machine's CPU at toy sizes with the venv's python (about 2
-#      minutes; tests/test_gpu_script.py does this in `make test`);
+#      runs every command below on this machine's CPU at toy sizes with the venv's python (about a
+#      minute; tests/test_gpu_script.py does this in `make test`);
 #   3. through the device tool, from the repository root:
 #          run(command="bash benchmarks/gpu/run_all.sh", carry=[".gpu-wheels"], timeout_s=590)
 #      which installs the wheels and this project (--no-deps: the image's torch is kept) into
 #      /tmp/site and runs, each under its own time limit:
-#        - tests/gpu (pytest): float16/bfloat16 numerics of the search and the retrain, loss scaling
-#          with GumbelDNAS's two optimizers, checkpoints across precisions and devices, channels-last
-#          and the batch augmentation on CUDA;
-#        - benchmarks/bench_fullscale.py at full scale (~2,500 synthetic scans at 128 px, batch 8 of
-#          1x32x128x128, fp32, bf16-mixed and 16-mixed; --max-steps cuts the longer retrain epoch,
-#          which is then extrapolated);
-#        - benchmarks/bench_search.py at 8x16x64x64 (the subnet, GumbelDNAS drawn and pinned to the
-#          largest subnet): the search step / subnet step target, after this code's fewer host syncs;
-#        - benchmarks/bench_channels_last.py --device cuda (default, random1 subnets and mc3_18);
-#        - benchmarks/bench_augment.py --device cuda (augmentation in the loader vs on the GPU).
+#        - gpu_tests: tests/gpu (pytest): float16/bfloat16 numerics of the search and the retrain,
+#          loss scaling with GumbelDNAS's two optimizers, checkpoints across precisions and devices,
+#          channels-last, the batch augmentation and the device loader on CUDA;
+#        - bench_fullscale: benchmarks/bench_fullscale.py at full scale (~2,500 synthetic scans at
+#          128 px, batch 8 of 1x32x128x128, fp32, bf16-mixed and 16-mixed; --max-steps cuts the
+#          longer retrain epoch, which is then extrapolated);
+#        - bench_fullscale_device: the same data, bf16-mixed, with --loader device --augment-on device
+#          (the volumes in GPU memory, no loader workers);
+#        - bench_search: benchmarks/bench_search.py at 8x16x64x64 (the subnet, GumbelDNAS drawn and
+#          pinned to the largest subnet): the search step / subnet step target, after the fewer host syncs;
+#        - bench_channels_last: benchmarks/bench_channels_last.py --device cuda (default, random1, mc3_18);
+#        - bench_augment: benchmarks/bench_augment.py --device cuda (augmentation in the loader vs on the GPU).
 #      benchmarks/bench_precision.py is left out: it runs on the CPU only (torch.autocast("cpu"), no
 #      device option); bench_fullscale.py times the precisions on the GPU instead.
+#      Names after the options run only those commands, e.g. a rerun of one that failed:
+#          run(command="bash benchmarks/gpu/run_all.sh bench_search", carry=[".gpu-wheels"], timeout_s=200)
 #
-# Everything lands in $OUT, 7 files (the device returns at most 8): versions.txt (nvidia-smi, the
-# versions of torch/lightning/nni/monai), bench_fullscale.json, bench_search_small.json,
-# bench_channels_last.json, bench_augment.json, commands.log (every command's whole output) and
-# run_all.log. The exit status is 0 when every command succeeded.
+# Everything lands in $OUT, 8 files (what the device returns at most): versions.txt (nvidia-smi, the
+# versions of torch/lightning/nni/monai), bench_fullscale.json, bench_fullscale_device.json,
+# bench_search_small.json, bench_channels_last.json, bench_augment.json, commands.log (every command's
+# whole output) and run_all.log. The exit status is 0 when every command succeeded.
 set -u
 cd "$(dirname "$0")/../.."
 WHEELS=.gpu-wheels
@@ -44,6 +48,7 @@ REHEARSE=0
 if [ "${1:-}" = "--rehearse" ]; then
     REHEARSE=1
     PY=${PYTHON:-.venv/bin/python}
+    shift
 fi
 
 if [ "${1:-}" = "--prepare" ]; then
@@ -91,6 +96,9 @@ step() { echo "== $(date +%T) +$((SECONDS - started))s: $*"; }
 timed() {
     local name=$1 limit=$2 status
     shift 2
+    if [ ${#ONLY[@]} -gt 0 ] && [[ " ${ONLY[*]} " != *" $name "* ]]; then
+        return 0
+    fi
     step "$name (limit ${limit} s)"
     echo "== $name: $*" >> "$OUT/commands.log"
     timeout --kill-after=10 "$limit" "$@" > "$OUT/$name.part" 2>&1
@@ -101,6 +109,10 @@ timed() {
     rm -f "$OUT/$name.part"
     [ $status = 0 ] || failed=$((failed + 1))
 }
+
+ONLY=("$@")  # the commands to run (their names below); none named: all of them
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
 
 if [ "$REHEARSE" = 1 ]; then
     # The same commands on this machine's CPU at toy sizes, with this interpreter and no install: every
@@ -145,19 +157,28 @@ run_all() {
 
     # What only a GPU shows: float16/bfloat16 numerics of the search and the retrain, loss scaling with
     # GumbelDNAS's two optimizers, checkpoints across precisions, channels-last and augmentation on CUDA.
-    timed gpu_tests 100 $PY -m pytest tests/gpu -p no:cacheprovider -rA
+    timed gpu_tests 90 $PY -m pytest tests/gpu -p no:cacheprovider -rA
 
     # ~1,430 patients (~2,500 scans) written by 16 processes; one search and one retrain epoch per precision.
-    timed bench_fullscale 240 $PY benchmarks/bench_fullscale.py --accelerator "$ACCELERATOR" \
-        --precisions "${PRECISIONS[@]}" "${FULLSCALE_SIZE[@]}" --out "$OUT/bench_fullscale.json"
+    timed bench_fullscale 230 $PY benchmarks/bench_fullscale.py --accelerator "$ACCELERATOR" \
+        --precisions "${PRECISIONS[@]}" "${FULLSCALE_SIZE[@]}" --work-dir "$WORK/fullscale" \
+        --out "$OUT/bench_fullscale.json"
+
+    # The same data and disk cache (written again when bench_fullscale did not run), the volumes held in
+    # GPU memory and augmented there: the data wait without loader workers.
+    local data=()
+    [ -d "$WORK/fullscale/ccccii" ] && data=(--root "$WORK/fullscale/ccccii")
+    timed bench_fullscale_device 90 $PY benchmarks/bench_fullscale.py --accelerator "$ACCELERATOR" \
+        --precisions bf16-mixed "${FULLSCALE_SIZE[@]}" "${data[@]}" --loader device --augment-on device \
+        --work-dir "$WORK/fullscale" --out "$OUT/bench_fullscale_device.json"
 
     timed bench_search 60 $PY benchmarks/bench_search.py --accelerator "$ACCELERATOR" --configs small \
         "${SEARCH_ROUNDS[@]}" --out "$OUT/bench_search_small.json"
 
-    timed bench_channels_last 45 $PY benchmarks/bench_channels_last.py --device "$DEVICE" "${CHANNELS_LAST_SIZE[@]}" \
+    timed bench_channels_last 40 $PY benchmarks/bench_channels_last.py --device "$DEVICE" "${CHANNELS_LAST_SIZE[@]}" \
         --out "$OUT/bench_channels_last.json"
 
-    timed bench_augment 30 $PY benchmarks/bench_augment.py --device "$DEVICE" "${AUGMENT_SIZE[@]}" \
+    timed bench_augment 25 $PY benchmarks/bench_augment.py --device "$DEVICE" "${AUGMENT_SIZE[@]}" \
         --out "$OUT/bench_augment.json"
     step "done: $failed command(s) failed"
     [ $failed = 0 ]

@@ -13,7 +13,8 @@ Pipeline per scan (dictionary transforms on ``{"paths", "label", ...}``):
 
 Only stage 1 is cached (on disk with ``PersistentDataset`` under a folder named by the hash of the
 stage-1 settings, or in memory with ``CacheDataset``), so augmentation stays random per epoch and a
-changed setting never serves stale tensors.
+changed setting never serves stale tensors. ``ScanDataset.cache_on`` keeps stage 1 in the training
+device's memory (``--loader device``: MONAI's ``ToDeviced``), over whichever of those caches.
 """
 from __future__ import annotations
 
@@ -332,6 +333,21 @@ class ScanDataset(torch.utils.data.Dataset):
         self.base = base
         self.post = post
         self._worker_seed: int | None = None
+        self.cached_on: torch.device | None = None
+
+    def cache_on(self, device: torch.device | str, progress: bool = False) -> None:
+        """Hold every stage-1 volume in ``device``'s memory from now on (MONAI's ``CacheDataset`` over
+        this dataset's source, with ``ToDeviced``), filled now; the per-access steps then run there.
+        Only for loading in the training process: worker processes cannot share device memory."""
+        from monai.data import CacheDataset
+        from monai.transforms import ToDeviced
+
+        device = torch.device(device)
+        if self.cached_on == device:
+            return
+        self.base = _surface_data_errors(lambda: CacheDataset(
+            self.base, transform=Compose([ToDeviced("image", device=device)]), progress=progress))
+        self.cached_on = device
 
     def __len__(self) -> int:
         return len(self.scans)

@@ -1,11 +1,14 @@
 """The DataLoader factory: settings chosen for the device, the thread loader, and the cache warm-up."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
-from monai.data import ThreadDataLoader
+from monai.data import CacheDataset, ThreadDataLoader
+from torch.utils.data import Subset
 
-from nni_covid3d.data import Preprocessing, load_dataset, make_dataset
+from nni_covid3d.data import DataError, Preprocessing, load_dataset, make_dataset
 from nni_covid3d.data.loading import default_workers, make_loader
 from tests.training.helpers import BlobVolumes
 
@@ -38,6 +41,48 @@ def test_bad_loader_settings_are_refused_naming_the_option():
         make_loader(BlobVolumes(4), 2, train=False, kind="fast")
     with pytest.raises(ValueError, match="--workers must be 0 or more"):
         make_loader(BlobVolumes(4), 2, train=False, workers=-1)
+    with pytest.raises(ValueError, match="--loader device caches preprocessed scans .* got BlobVolumes"):
+        make_loader(BlobVolumes(4), 2, train=False, kind="device")
+
+
+PREPROCESSING = Preprocessing(depth=4, height=16, width=16)
+
+
+def test_the_device_loader_holds_the_volumes_on_the_training_device_and_yields_the_torch_loaders_batches(ccccii_root):
+    scans = load_dataset("ccccii", ccccii_root).scans[:7]
+    epochs = {}
+    for kind in ("torch", "device"):
+        dataset = make_dataset(scans, PREPROCESSING, train=True, seed=5)
+        loader = make_loader(dataset, 3, train=True, seed=3, accelerator="cpu", kind=kind)
+        assert (loader.num_workers, loader.pin_memory) == (0, False)
+        epochs[kind] = [list(loader) for _ in range(2)]  # random slices per access: two epochs differ
+    assert dataset.cached_on == torch.device("cpu") and isinstance(dataset.base, CacheDataset)
+    assert len(dataset.base._cache) == 7  # filled when the loader was made
+    for torch_epoch, device_epoch in zip(epochs["torch"], epochs["device"]):
+        assert len(torch_epoch) == len(device_epoch) == 2
+        for a, b in zip(torch_epoch, device_epoch):
+            assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+    assert not torch.equal(epochs["device"][0][0]["image"], epochs["device"][1][0]["image"])
+
+
+def test_the_device_loader_caches_the_scans_under_a_subset_once_and_needs_no_workers(ccccii_root):
+    dataset = make_dataset(load_dataset("ccccii", ccccii_root).scans[:4], PREPROCESSING, train=False)
+    make_loader(Subset(dataset, [0, 2]), 2, train=False, accelerator="cpu", kind="device")
+    cache = dataset.base
+    make_loader(Subset(dataset, [1, 3]), 2, train=False, accelerator="cpu", kind="device")
+    assert dataset.base is cache and isinstance(cache, CacheDataset)  # one cache for every part
+    with pytest.raises(ValueError, match="--loader device loads in the training process: --workers must be 0"):
+        make_loader(dataset, 2, train=False, accelerator="cpu", kind="device", workers=2)
+
+
+def test_the_device_loader_names_a_damaged_file_when_it_fills_its_cache(ccccii_root, tmp_path):
+    root = tmp_path / "cc"
+    shutil.copytree(ccccii_root, root)
+    scan = load_dataset("ccccii", root).scans[0]
+    scan.paths[0].write_bytes(scan.paths[0].read_bytes()[:120])  # header intact, pixel data cut
+    dataset = make_dataset([scan], PREPROCESSING, train=False)
+    with pytest.raises(DataError, match=f"{scan.paths[0].name}: cannot decode image"):
+        make_loader(dataset, 1, train=False, accelerator="cpu", kind="device")
 
 
 def test_the_cache_is_filled_before_training_and_not_again(ccccii_root, tmp_path, capsys):

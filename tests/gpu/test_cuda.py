@@ -112,3 +112,23 @@ def test_the_batch_augmentation_on_the_gpu_equals_the_cpu_one():
     on_gpu = augmentation(images.cuda(), BatchAugmentation.generator(1, 2, 3))
     assert on_gpu.is_cuda and on_gpu.dtype == torch.float32
     torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=0, atol=1e-4)
+
+
+def test_the_device_loader_holds_the_volumes_on_the_gpu_and_a_search_runs_from_them(tmp_path):
+    from nni_covid3d.cli import main
+    from nni_covid3d.data import load_dataset, make_dataset, write_synthetic_dataset
+    from nni_covid3d.data.loading import make_loader
+    from tests.strategies.test_search_cli import TINY
+
+    root = write_synthetic_dataset("ccccii", tmp_path / "data", n_patients=8, seed=0, size=32, slices=(8, 10))
+    preprocessing = Preprocessing(depth=8, height=32, width=32, augment_on="device")
+    dataset = make_dataset(load_dataset("ccccii", root).scans, preprocessing, train=True)
+    loader = make_loader(dataset, 2, train=True, seed=0, accelerator="gpu", kind="device")
+    assert (loader.num_workers, loader.pin_memory) == (0, False)
+    assert dataset.cached_on == torch.device("cuda", 0) and next(iter(loader))["image"].is_cuda
+
+    out = tmp_path / "search"
+    assert main(["search", "--dataset", "ccccii", "--root", str(root), "--strategy", "gumbel-dnas", "--out", str(out),
+                 *TINY, "--epochs", "2", "--accelerator", "gpu", "--loader", "device", "--augment-on", "device",
+                 "--precision", "bf16-mixed"]) == 0
+    assert (out / "architecture.json").is_file()

@@ -44,3 +44,17 @@ def test_search_cli_bad_input(tmp_path, capsys):
 
 def test_search_strategy_names_match_registry():
     assert SEARCH_STRATEGY_NAMES == STRATEGY_NAMES
+
+
+@pytest.mark.parametrize("augment_on", ["loader", "device"])
+def test_a_search_with_the_volumes_on_the_device_repeats_the_search_of_the_torch_loader(augment_on, tmp_path):
+    from nni_covid3d.data import write_synthetic_dataset
+
+    root = write_synthetic_dataset("ccccii", tmp_path / "data", n_patients=8, seed=0, size=32, slices=(8, 10))
+    probabilities = {}
+    for loader in ("torch", "device"):
+        out = tmp_path / loader
+        assert main(["search", "--dataset", "ccccii", "--root", str(root), "--strategy", "gumbel-dnas", "--out",
+                     str(out), *TINY, "--epochs", "2", "--loader", loader, "--augment-on", augment_on]) == 0
+        probabilities[loader] = json.loads((out / "arch_probs.json").read_text())
+    assert probabilities["device"] == probabilities["torch"]
