@@ -335,7 +335,7 @@ class ScanDataset(torch.utils.data.Dataset):
         self._worker_seed: int | None = None
         self.cached_on: torch.device | None = None
 
-    def cache_on(self, device: torch.device | str, progress: bool = False) -> None:
+    def cache_on(self, device: torch.device | str) -> None:
         """Hold every stage-1 volume in ``device``'s memory from now on (MONAI's ``CacheDataset`` over
         this dataset's source, with ``ToDeviced``), filled now; the per-access steps then run there.
         Only for loading in the training process: worker processes cannot share device memory."""
@@ -346,7 +346,7 @@ class ScanDataset(torch.utils.data.Dataset):
         if self.cached_on == device:
             return
         self.base = _surface_data_errors(lambda: CacheDataset(
-            self.base, transform=Compose([ToDeviced("image", device=device)]), progress=progress))
+            self.base, transform=Compose([ToDeviced("image", device=device)]), progress=False))
         self.cached_on = device
 
     def __len__(self) -> int:
