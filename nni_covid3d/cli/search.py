@@ -91,11 +91,13 @@ def _strategy_options(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from nni_covid3d.data import Preprocessing, load_dataset, load_split, make_patient_split, save_split
+    from nni_covid3d.data.loading import loader_settings
     from nni_covid3d.search import SearchData, run_search
     from nni_covid3d.training.checkpoint import CheckpointError
     from nni_covid3d.training.resume import ResumeError
 
     check_precision(args.precision, args.accelerator)  # before any data is read
+    loader_settings(args.accelerator, args.workers, args.loader)
     if not args.root.is_dir():
         raise FileNotFoundError(f"dataset root {args.root} does not exist")
     index = load_dataset(args.dataset, args.root, task=args.task, skip_bad=args.skip_bad)

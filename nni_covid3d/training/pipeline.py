@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from nni_covid3d.atomic import atomic_write_text
-from nni_covid3d.data.loading import make_loader
+from nni_covid3d.data.loading import loader_settings, make_loader
 from nni_covid3d.metrics import (
     classification_metrics,
     plot_confusion_matrix,
@@ -94,6 +94,7 @@ class TrainConfig:
 
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        loader_settings(self.accelerator, self.num_workers, self.loader)  # refuses bad loader settings
 
 
 @dataclass

@@ -45,6 +45,17 @@ def test_bad_loader_settings_are_refused_naming_the_option():
         make_loader(BlobVolumes(4), 2, train=False, kind="device")
 
 
+@pytest.mark.parametrize("command", [["search"], ["train", "--model", "mc3_18"]])
+def test_the_commands_refuse_workers_for_the_device_loader_before_reading_anything(command, tmp_path, capsys):
+    from nni_covid3d.cli import main
+
+    code = main([*command, "--dataset", "ccccii", "--root", str(tmp_path), "--out", str(tmp_path / "out"),
+                 "--accelerator", "cpu", "--loader", "device", "--workers", "2"])
+    assert code == 1
+    assert "--loader device loads in the training process: --workers must be 0 or auto, got 2" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 PREPROCESSING = Preprocessing(depth=4, height=16, width=16)
 
 
