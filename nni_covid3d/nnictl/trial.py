@@ -131,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     output_dir = Path(os.environ.get("NNI_OUTPUT_DIR") or args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     try:
+        check_loading(args)
         result = MODES[args.mode](args, params, output_dir)
         if result is None:
             return 0  # not rank 0 of a multi-process run: rank 0 writes and reports
@@ -166,6 +167,16 @@ def ensure_synthetic_data(dataset: str, cache_dir: Path, n_patients: int, seed: 
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return root
+
+
+def check_loading(args: argparse.Namespace) -> None:
+    """Refuse bad loader settings (``--loader``, ``--workers``) before any data is read."""
+    from nni_covid3d.data.loading import loader_settings
+
+    try:
+        loader_settings(args.accelerator, args.workers, args.loader)
+    except ValueError as error:
+        raise TrialError(str(error)) from None
 
 
 def load_data(args: argparse.Namespace, dataset: str) -> tuple[SearchData, list[Any]]:

@@ -56,6 +56,16 @@ def test_the_commands_refuse_workers_for_the_device_loader_before_reading_anythi
     assert not (tmp_path / "out").exists()
 
 
+def test_the_nni_trial_refuses_workers_for_the_device_loader_before_reading_anything(tmp_path, capsys):
+    from nni_covid3d.nnictl.trial import main
+
+    code = main(["arch", "--loader", "device", "--workers", "2", "--accelerator", "cpu",
+                 "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(tmp_path / "out")])
+    assert code == 1
+    assert "error: --loader device loads in the training process: --workers must be 0" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out" / "result.json").exists()
+
+
 PREPROCESSING = Preprocessing(depth=4, height=16, width=16)
 
 
