@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ("bench_fullscale.json", "bench_fullscale_device.json", "bench_search_small.json", "bench_channels_last.json", "bench_augment.json")
+RESULTS = ("bench_fullscale.json", "bench_fullscale_device.json", "bench_search_small.json", "bench_channels_last.json",
+           "bench_augment.json")
 
 
 @pytest.mark.slow

@@ -71,7 +71,8 @@ def loader_settings(accelerator: str = "auto", workers: int | None = None, kind:
         raise ValueError(f"--workers must be 0 or more, got {workers}")
     if kind == "device":  # the volumes are on the device already
         if workers:
-            raise ValueError(f"--loader device loads in the training process: --workers must be 0 or auto, got {workers}")
+            raise ValueError("--loader device loads in the training process: --workers must be 0 or auto, "
+                             f"got {workers}")
         return 0, False
     return (default_workers(accelerator) if workers is None else workers), uses_gpu(accelerator)
 

@@ -27,8 +27,8 @@ def search_planted(name: str, seed: int, accelerator: str = "cpu", **trainer_opt
                                      shuffle=True),
         val_dataloaders=DataLoader(problem.make_data(seed, problem.n_arch, "arch"), batch_size=problem.batch_size,
                                    shuffle=True),
-        num_classes=2, learning_rate=problem.learning_rate, max_epochs=problem.epochs, accelerator=accelerator, devices=1,
-        logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        num_classes=2, learning_rate=problem.learning_rate, max_epochs=problem.epochs, accelerator=accelerator,
+        devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
         num_sanity_val_steps=0, **trainer_options,
     )
     strategy = get("gumbel-dnas", seed=seed, arch_split="val")
