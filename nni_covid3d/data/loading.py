@@ -79,7 +79,8 @@ def loader_settings(accelerator: str = "auto", workers: int | None = None, kind:
 
 def training_device(accelerator: str = "auto") -> torch.device:
     """The device this process trains on: its local rank's GPU (``LOCAL_RANK``, set for every process of
-    a DDP run), or the CPU."""
+    a DDP run), or the CPU. GPUs are counted as the process sees them: to train on particular GPUs with
+    ``--loader device``, name them in ``CUDA_VISIBLE_DEVICES`` rather than in ``--devices``."""
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if uses_gpu(accelerator) else torch.device("cpu")
 
 
