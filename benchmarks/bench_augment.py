@@ -24,7 +24,7 @@ from nni_covid3d.data import Preprocessing
 from nni_covid3d.data.batch_augment import BatchAugmentation
 from nni_covid3d.data.transforms import per_access_transforms
 from side_by_side import (  # beside this script
-    SIZES, add_round_arguments, alternate, machine, make_model, save, synchronize, train_step,
+    SIZES, add_round_arguments, alternate, machine, make_model, save, synchronize, train_steps,
 )
 
 
@@ -69,10 +69,9 @@ def _train_step(size: tuple[int, int, int], batch: int, device: torch.device, st
     """Median train step (forward, backward, Adam) of the compact space's default subnet on ``batch`` volumes."""
     torch.manual_seed(0)
     model = make_model("default").to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
     x = torch.randn(batch, 1, *size, device=device)
     y = (torch.arange(batch) % 2).to(device)
-    _, median = alternate({"step": lambda step: train_step(model, optimizer, x, y)}, 1, 1, steps)
+    _, median = alternate(train_steps({"step": model}, x, y), 1, 1, steps)
     return median["step"]
 
 

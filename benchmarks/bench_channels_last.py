@@ -18,7 +18,7 @@ import torch
 
 from nni_covid3d.training.memory_format import to_channels_last_3d
 from side_by_side import (  # beside this script
-    SPACE, add_round_arguments, alternate, machine, make_model, save, train_step,
+    SPACE, add_round_arguments, alternate, machine, make_model, save, train_steps,
 )
 
 
@@ -26,13 +26,11 @@ def measure(name: str, x: torch.Tensor, y: torch.Tensor, warmup: int, rounds: in
     torch.manual_seed(0)
     first = make_model(name).to(x.device).train()
     models = {"channels_first": first, "channels_last": to_channels_last_3d(copy.deepcopy(first))}
-    optimizers = {fmt: torch.optim.Adam(m.parameters(), 1e-3) for fmt, m in models.items()}
     with torch.no_grad():  # the same numbers up to float rounding
         gap = (models["channels_first"].eval()(x) - models["channels_last"].eval()(x)).abs().max().item()
     for model in models.values():
         model.train()
-    times, median = alternate({fmt: (lambda step, fmt=fmt: train_step(models[fmt], optimizers[fmt], x, y))
-                               for fmt in models}, warmup, rounds, steps)
+    times, median = alternate(train_steps(models, x, y), warmup, rounds, steps)
     return {"step_s": times, "median_step_s": median, "max_abs_logit_gap": gap,
             "last_over_first_time": median["channels_last"] / median["channels_first"]}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from side_by_side import (  # beside this script
-    SIZES, add_round_arguments, alternate, machine, make_model, save, train_step,
+    SIZES, add_round_arguments, alternate, machine, make_model, save, train_steps,
 )
 
 
@@ -25,12 +25,11 @@ def measure(size: tuple[int, int, int], batch: int, device: torch.device, warmup
     torch.manual_seed(0)
     eager = make_model("default").to(device).train()
     models = {"eager": eager, "compiled": torch.compile(copy.deepcopy(eager))}
-    optimizers = {name: torch.optim.Adam(m.parameters(), 1e-3) for name, m in models.items()}
     x = torch.randn(batch, 1, *size, device=device)
     y = (torch.arange(batch) % 2).to(device)
-    first_compiled_step_s = train_step(models["compiled"], optimizers["compiled"], x, y)
-    times, median = alternate({name: (lambda step, name=name: train_step(models[name], optimizers[name], x, y))
-                               for name in models}, warmup, rounds, steps)
+    steps_of = train_steps(models, x, y)
+    first_compiled_step_s = steps_of["compiled"](0)
+    times, median = alternate(steps_of, warmup, rounds, steps)
     return {"step_s": times, "median_step_s": median, "first_compiled_step_s": first_compiled_step_s,
             "compiled_over_eager_time": median["compiled"] / median["eager"]}
 

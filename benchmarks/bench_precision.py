@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from side_by_side import (  # beside this script
-    SPACE, add_round_arguments, alternate, machine, make_model, save, train_step,
+    SPACE, add_round_arguments, alternate, machine, make_model, save, train_steps,
 )
 
 PRECISIONS = {"32-true": None, "bf16-mixed": torch.bfloat16}
@@ -33,10 +33,7 @@ def main() -> None:
     y = torch.arange(args.batch) % 2
     models = {name: make_model("default").train() for name in PRECISIONS}
     models["bf16-mixed"].load_state_dict(models["32-true"].state_dict())
-    optimizers = {name: torch.optim.Adam(m.parameters(), 1e-3) for name, m in models.items()}
-    times, median = alternate({name: (lambda step, name=name: train_step(models[name], optimizers[name], x, y,
-                                                                          PRECISIONS[name]))
-                               for name in PRECISIONS}, args.warmup, args.rounds, args.steps)
+    times, median = alternate(train_steps(models, x, y, PRECISIONS), args.warmup, args.rounds, args.steps)
     result = {
         "space": SPACE, "batch": args.batch, "input": list(args.size), **machine(torch.device("cpu")),
         "step_s": times, "median_step_s": median,

@@ -1,5 +1,5 @@
 """What the side-by-side step benchmarks share (``bench_precision``, ``bench_channels_last``,
-``bench_compile``, ``bench_augment``): the compact space's subnets, a timed train step, rounds that
+``bench_compile``, ``bench_augment``): the compact space's subnets, a timed train step (one Adam per model), rounds that
 alternate the compared ways (so that a change of machine load hits all alike), the machine's description."""
 from __future__ import annotations
 
@@ -54,6 +54,19 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torc
     optimizer.step()
     synchronize(x.device)
     return time.perf_counter() - start
+
+
+def train_steps(models: Mapping[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor,
+                autocast_dtypes: Mapping[str, torch.dtype | None] | None = None) -> dict[str, Callable[[int], float]]:
+    """Each model's timed :func:`train_step` with its own Adam (under ``autocast_dtypes[name]`` when
+    given), as :func:`alternate` takes them."""
+    dtypes = autocast_dtypes or {}
+
+    def way(model: torch.nn.Module, dtype: torch.dtype | None) -> Callable[[int], float]:
+        optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+        return lambda step: train_step(model, optimizer, x, y, dtype)
+
+    return {name: way(model, dtypes.get(name)) for name, model in models.items()}
 
 
 def add_round_arguments(parser: argparse.ArgumentParser, unit: str, *, rounds: int = 4, steps: int = 2) -> None:
