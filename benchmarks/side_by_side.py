@@ -1,6 +1,7 @@
 """What the side-by-side step benchmarks share (``bench_precision``, ``bench_channels_last``,
-``bench_compile``, ``bench_augment``): the compact space's subnets, a timed train step (one Adam per model), rounds that
-alternate the compared ways (so that a change of machine load hits all alike), the machine's description."""
+``bench_compile``, ``bench_augment``): the compact space's subnets, a timed train step (one Adam per
+model), rounds that alternate the compared ways (so that a change of machine load hits all alike), the
+machine's description."""
 from __future__ import annotations
 
 import argparse
