@@ -339,13 +339,15 @@ def predict(
     the forward passes under ``precision``'s autocast (:func:`nni_covid3d.precision.inference_autocast`)."""
     from tqdm.auto import tqdm
 
+    device = torch.device(device)
     model = model.to(device).eval()
     labels, probs = [], []
     loader = make_loader(dataset, batch_size, train=False, workers=num_workers,
-                         accelerator="gpu" if torch.device(device).type == "cuda" else "cpu")
+                         accelerator="gpu" if device.type == "cuda" else "cpu")
+    autocast = inference_autocast(precision, device.type)
     for batch in tqdm(loader, desc=description, disable=not progress, leave=False):
         x, y = unpack_batch(batch)
-        with torch.no_grad(), inference_autocast(precision, torch.device(device).type):
+        with autocast:
             logits = model(x.to(device))
         probs.append(torch.softmax(logits.float(), dim=1).cpu())
         labels.append(y.cpu())
