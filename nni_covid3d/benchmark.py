@@ -44,7 +44,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["BenchmarkSettings", "RunRecord", "run_benchmark", "run_once", "summarize", "bootstrap_patients", "METRICS"]
+__all__ = ["BenchmarkSettings", "RunRecord", "Protocol", "run_benchmark", "run_once", "run_jobs", "benchmark_split",
+           "intensity_controls", "summarize", "bootstrap_patients", "METRICS"]
 
 #: Scores summarised per method (keys of ``nni_covid3d.metrics.headline_scores``).
 METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "precision", "auc")
@@ -173,6 +174,43 @@ def _claim(run_dir: Path, log: Callable[[str], None]) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def try_claim(lock_path: Path) -> Iterator[bool]:
+    """Hold the exclusive lock file ``lock_path`` if no other process holds it: yields whether it does."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_jobs(jobs: Sequence[tuple[Path, Callable[[], Any]]], log: Callable[[str], None] = print) -> None:
+    """Run every ``(lock_file, job)``, skipping past jobs another process holds and coming back to them
+    (waiting) at the end, so that several processes on one output folder share the work. Jobs must be
+    idempotent (e.g. built from :func:`run_once`): one may find its work already done."""
+    deferred = []
+    for lock_path, job in jobs:
+        with try_claim(lock_path) as claimed:
+            if claimed:
+                job()
+            else:
+                deferred.append((lock_path, job))
+    for lock_path, job in deferred:
+        log(f"[benchmark] waiting for another process to finish {lock_path.parent}")
+        with lock_path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                job()
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def run_once(run_dir: Path, make: Callable[[Path], RunRecord], log: Callable[[str], None] = print) -> RunRecord:
@@ -366,6 +404,148 @@ def _device(accelerator: str) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def benchmark_split(dataset: str, root: str | Path, out: Path, *, test_root: str | Path | None = None,
+                    task: str | None = None, split_seed: int = 0, val_fraction: float = 0.15,
+                    test_fraction: float = 0.2) -> tuple[dict[str, list[Any]], list[str]]:
+    """The patient split of a benchmark and its class names, written to ``out/split.json`` (read back on resume).
+
+    Without ``test_root`` the patients of ``root`` are split into train / validation / test. With it,
+    ``root`` gives train and validation only and every scan of ``test_root`` (a cohort in the same
+    layout, e.g. ``nni-covid3d synth --seed 1``) is the test set.
+
+    Raises:
+        ValueError: the test cohort's classes differ from the training root's, or the two share
+            patient ids (one line naming both roots).
+    """
+    from nni_covid3d.data import load_dataset, load_split, make_patient_split, save_split
+
+    index = load_dataset(dataset, root, task=task)
+    scans, test_scans = list(index.scans), []
+    if test_root is not None:
+        test_index = load_dataset(dataset, test_root, task=task)
+        if list(test_index.class_names) != list(index.class_names):
+            raise ValueError(f"test cohort {test_root} has classes {list(test_index.class_names)}, the training root "
+                             f"{root} has {list(index.class_names)}: they must be the same")
+        shared = sorted({s.patient_id for s in index.scans} & {s.patient_id for s in test_index.scans})
+        if shared:
+            raise ValueError(f"test cohort {test_root} shares {len(shared)} patient id(s) with the training root {root} "
+                             f"(e.g. {', '.join(shared[:3])}): write the test cohort with another synth seed")
+        test_scans = list(test_index.scans)
+        test_fraction = 0.0
+    split_path = out / "split.json"
+    if split_path.is_file():  # a resumed benchmark keeps its split
+        split = load_split(split_path, scans + test_scans)
+    else:
+        split = make_patient_split(scans, val_fraction=val_fraction, test_fraction=test_fraction, seed=split_seed)
+        if test_root is not None:
+            split["test"] = test_scans
+        save_split(split, split_path)
+    return split, list(index.class_names)
+
+
+def intensity_controls(split: Mapping[str, Sequence[Any]], class_names: Sequence[str], preprocessing: Any) -> list[RunRecord]:
+    """The two controls without a 3D model, scored on ``split["test"]``: the intensity-histogram
+    logistic regression (fit on train + validation) and the majority class of the training split."""
+    from nni_covid3d.intensity_baseline import dataset_features, fit_intensity_classifier
+
+    test_labels = [scan.label for scan in split["test"]]
+    train_scans = list(split["train"]) + list(split["val"])
+    start = time.perf_counter()
+    histogram = fit_intensity_classifier(dataset_features(train_scans, preprocessing), [s.label for s in train_scans])
+    histogram_probs = histogram.predict_proba(dataset_features(split["test"], preprocessing))
+    frequencies = np.bincount([s.label for s in split["train"]], minlength=len(class_names)) / len(split["train"])
+    return [RunRecord("histogram", 0, 0, None, None, None, None, 0.0, time.perf_counter() - start, test_labels,
+                      histogram_probs.tolist()),
+            RunRecord("majority", 0, 0, None, None, None, None, 0.0, 0.0, test_labels,
+                      [frequencies.tolist()] * len(test_labels))]
+
+
+class Protocol:
+    """What every model of a benchmark shares: the data, the recipe, the test set read once per model.
+
+    Args:
+        settings: the budgets and recipe (:class:`BenchmarkSettings`).
+        split: ``{"train", "val", "test"}`` scans (:func:`benchmark_split`).
+        class_names: class names in label order.
+        cache_dir: the preprocessed-volume cache shared by every model.
+    """
+
+    def __init__(self, settings: BenchmarkSettings, split: Mapping[str, Sequence[Any]], class_names: Sequence[str],
+                 cache_dir: Path) -> None:
+        from nni_covid3d.data import Preprocessing, make_dataset
+        from nni_covid3d.search import SearchData
+        from nni_covid3d.search_spaces import CovidNet3DSpace
+
+        self.settings, self.class_names = settings, list(class_names)
+        self.preprocessing = Preprocessing(depth=settings.depth, height=settings.height, width=settings.width)
+        self.data = SearchData.from_split(split, class_names, self.preprocessing, cache_dir=cache_dir)
+        self.test_set = _CountingDataset(make_dataset(split["test"], self.preprocessing, train=False, cache_dir=cache_dir))
+        self.test_labels = [scan.label for scan in split["test"]]
+        self.test_patients = [scan.patient_id for scan in split["test"]]
+        self.input_size = (1, settings.depth, settings.height, settings.width)
+        self.space_config = CovidNet3DSpace(**{"num_classes": len(class_names), **settings.space_config}).config
+        self.trained = 0
+
+    def cost(self, model: Any) -> dict[str, Any]:
+        """Parameters, size and GFLOPs of ``model`` at the benchmark's input size."""
+        from nni_covid3d.search_spaces.cost import model_cost
+
+        measured = model_cost(model, self.input_size)
+        return {"params": measured.params, "size_mb": measured.size_mb, "gflops": measured.flops / 1e9}
+
+    def train_and_test(self, name: str, run_dir: Path, seed: int,
+                       arch: Mapping[str, Any] | None) -> tuple[float | None, list[list[float]], float]:
+        """Train ``name`` (``covidnet3d`` with ``arch``) with the shared recipe in ``run_dir/train``; test the
+        validation-selected checkpoint once. Returns (validation score, test probabilities, training seconds)."""
+        from nni_covid3d.training import load_classifier
+        from nni_covid3d.training.pipeline import TrainConfig, predict, train_model
+
+        settings = self.settings
+        config = TrainConfig(epochs=settings.retrain_epochs, batch_size=settings.batch_size,
+                             learning_rate=settings.learning_rate, seed=seed, accelerator=settings.accelerator,
+                             precision=settings.precision, progress=False)
+        start = time.perf_counter()
+        # A model whose training was stopped continues from its last epoch (resume is exact).
+        resume = (run_dir / "train" / "checkpoints" / "last.ckpt").is_file()
+        result = train_model(name, self.data.train, self.data.val, run_dir / "train", class_names=self.class_names,
+                             config=config, arch=arch, preprocessing=self.preprocessing.to_dict(), resume=resume)
+        seconds = time.perf_counter() - start
+        labels, probs = predict(load_classifier(result.best_checkpoint).model, self.test_set,
+                                batch_size=settings.batch_size, progress=False)
+        self.trained += 1
+        if labels.tolist() != self.test_labels:
+            raise RuntimeError(f"{run_dir}: test predictions are not in the split's scan order")
+        return result.best_score, probs.tolist(), seconds
+
+    def search(self, strategy: str, seed: int, search_dir: Path) -> tuple[Any, float]:
+        """Search with ``strategy`` on the training patients (a stopped GumbelDNAS search resumes; NNI's
+        strategies start again). Returns (``SearchResult``, seconds)."""
+        from nni_covid3d.search import run_search
+
+        settings = self.settings
+        start = time.perf_counter()
+        resume = strategy == "gumbel-dnas" and (search_dir / "checkpoints" / "last.ckpt").is_file()
+        if not resume and search_dir.exists():
+            shutil.rmtree(search_dir)
+        result = run_search(self.data, self.space_config, strategy=strategy, epochs=settings.search_epochs,
+                            batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=seed,
+                            out_dir=search_dir, resume=resume, accelerator=settings.accelerator,
+                            precision=settings.precision)
+        return result, time.perf_counter() - start
+
+    def searched_record(self, strategy: str, seed: int, run_dir: Path, architecture: Mapping[str, Any],
+                        search_seconds: float, *, training_seed: int | None = None) -> RunRecord:
+        """The record of ``architecture``, found by ``strategy`` with search seed ``seed``, retrained and
+        tested; trained with ``training_seed`` (``member`` of the record) when given, else with ``seed``."""
+        from nni_covid3d.search_spaces import build_model
+
+        train_seed = seed if training_seed is None else training_seed
+        val_score, probs, train_seconds = self.train_and_test("covidnet3d", run_dir, train_seed, architecture)
+        return RunRecord(strategy, seed, training_seed or 0, **self.cost(build_model(architecture)), val_score=val_score,
+                         search_seconds=search_seconds, train_seconds=train_seconds, labels=self.test_labels,
+                         probs=probs, architecture=dict(architecture))
+
+
 def run_benchmark(
     dataset: str,
     root: str | Path,
@@ -373,109 +553,59 @@ def run_benchmark(
     settings: BenchmarkSettings = BenchmarkSettings(),
     *,
     task: str | None = None,
+    test_root: str | Path | None = None,
     split_seed: int = 0,
     val_fraction: float = 0.15,
     test_fraction: float = 0.2,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run the protocol (see the module docstring) on ``dataset`` at ``root``; returns the summary JSON."""
+    """Run the protocol (see the module docstring) on ``dataset`` at ``root``; returns the summary JSON.
+
+    With ``test_root``, ``root`` gives train and validation patients only and every model is tested on
+    all of ``test_root`` (:func:`benchmark_split`).
+    """
     from nni_covid3d.compare import DATASET_TITLES
-    from nni_covid3d.data import (
-        Preprocessing, load_dataset, load_split, make_dataset, make_patient_split, save_split,
-    )
-    from nni_covid3d.intensity_baseline import dataset_features, fit_intensity_classifier
-    from nni_covid3d.search import SearchData, run_search
-    from nni_covid3d.search_spaces import CovidNet3DSpace, build_model, random_architecture
-    from nni_covid3d.search_spaces.cost import count_parameters, model_cost
-    from nni_covid3d.training import load_classifier
-    from nni_covid3d.training.pipeline import TrainConfig, predict, train_model
+    from nni_covid3d.models import get_model
+    from nni_covid3d.search_spaces import build_model, random_architecture
+    from nni_covid3d.search_spaces.cost import count_parameters
 
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    index = load_dataset(dataset, root, task=task)
-    split_path = out / "split.json"
-    if split_path.is_file():  # a resumed benchmark keeps its split
-        split = load_split(split_path, index.scans)
-    else:
-        split = make_patient_split(index.scans, val_fraction=val_fraction, test_fraction=test_fraction, seed=split_seed)
-        save_split(split, split_path)
-    class_names = list(index.class_names)
-    preprocessing = Preprocessing(depth=settings.depth, height=settings.height, width=settings.width)
-    cache = out / "cache"
-    data = SearchData.from_split(split, class_names, preprocessing, cache_dir=cache)
-    test_set = _CountingDataset(make_dataset(split["test"], preprocessing, train=False, cache_dir=cache))
-    test_labels = [scan.label for scan in split["test"]]
-    test_patients = [scan.patient_id for scan in split["test"]]
-    input_size = (1, settings.depth, settings.height, settings.width)
-    space_config = CovidNet3DSpace(**{"num_classes": len(class_names), **settings.space_config}).config
-    trained = 0
-
-    def cost(model: Any) -> dict[str, Any]:
-        measured = model_cost(model, input_size)
-        return {"params": measured.params, "size_mb": measured.size_mb, "gflops": measured.flops / 1e9}
-
-    def retrain(name: str, run_dir: Path, seed: int, arch: Mapping[str, Any] | None) -> tuple[float | None, list, float]:
-        """Train ``name`` (``covidnet3d`` with ``arch``) with the shared recipe; test the selected checkpoint once."""
-        nonlocal trained
-        config = TrainConfig(epochs=settings.retrain_epochs, batch_size=settings.batch_size,
-                             learning_rate=settings.learning_rate, seed=seed, accelerator=settings.accelerator,
-                             precision=settings.precision, progress=False)
-        start = time.perf_counter()
-        # A model whose training was stopped continues from its last epoch (resume is exact).
-        resume = (run_dir / "train" / "checkpoints" / "last.ckpt").is_file()
-        result = train_model(name, data.train, data.val, run_dir / "train", class_names=class_names, config=config,
-                             arch=arch, preprocessing=preprocessing.to_dict(), resume=resume)
-        seconds = time.perf_counter() - start
-        labels, probs = predict(load_classifier(result.best_checkpoint).model, test_set,
-                                batch_size=settings.batch_size, progress=False)
-        trained += 1
-        if labels.tolist() != test_labels:
-            raise RuntimeError(f"{run_dir}: test predictions are not in the split's scan order")
-        return result.best_score, probs.tolist(), seconds
+    split, class_names = benchmark_split(dataset, root, out, test_root=test_root, task=task, split_seed=split_seed,
+                                         val_fraction=val_fraction, test_fraction=test_fraction)
+    protocol = Protocol(settings, split, class_names, out / "cache")
+    test_labels = protocol.test_labels
 
     def run(method: str, seed: int, member: int, make: Callable[[Path], RunRecord]) -> RunRecord:
         return run_once(out / "runs" / method / (f"seed{seed}" + (f"-{member}" if member else "")), make, log)
 
     def searched(strategy: str, seed: int) -> Callable[[Path], RunRecord]:
         def make(run_dir: Path) -> RunRecord:
-            start = time.perf_counter()
-            search_dir = run_dir / "search"
-            # A stopped GumbelDNAS search continues from its last epoch; NNI's strategies start again.
-            resume = strategy == "gumbel-dnas" and (search_dir / "checkpoints" / "last.ckpt").is_file()
-            if not resume and search_dir.exists():
-                shutil.rmtree(search_dir)
-            result = run_search(data, space_config, strategy=strategy, epochs=settings.search_epochs,
-                                batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=seed,
-                                out_dir=search_dir, resume=resume, accelerator=settings.accelerator,
-                                precision=settings.precision)
-            search_seconds = time.perf_counter() - start
-            val_score, probs, train_seconds = retrain("covidnet3d", run_dir, seed, result.architecture)
-            return RunRecord(strategy, seed, 0, **cost(build_model(result.architecture)), val_score=val_score,
-                             search_seconds=search_seconds, train_seconds=train_seconds, labels=test_labels,
-                             probs=probs, architecture=result.architecture)
+            result, search_seconds = protocol.search(strategy, seed, run_dir / "search")
+            return protocol.searched_record(strategy, seed, run_dir, result.architecture, search_seconds)
         return make
 
     def random_arch(arch: dict[str, Any], seed: int, member: int) -> Callable[[Path], RunRecord]:
         def make(run_dir: Path) -> RunRecord:
-            val_score, probs, train_seconds = retrain("covidnet3d", run_dir, seed, arch)
-            return RunRecord("random", seed, member, **cost(build_model(arch)), val_score=val_score, search_seconds=0.0,
-                             train_seconds=train_seconds, labels=test_labels, probs=probs, architecture=arch)
+            val_score, probs, train_seconds = protocol.train_and_test("covidnet3d", run_dir, seed, arch)
+            return RunRecord("random", seed, member, **protocol.cost(build_model(arch)), val_score=val_score,
+                             search_seconds=0.0, train_seconds=train_seconds, labels=test_labels, probs=probs,
+                             architecture=arch)
         return make
 
     def baseline(name: str, seed: int) -> Callable[[Path], RunRecord]:
         def make(run_dir: Path) -> RunRecord:
-            from nni_covid3d.models import get_model
-
-            val_score, probs, train_seconds = retrain(name, run_dir, seed, None)
-            return RunRecord(name, seed, 0, **cost(get_model(name, num_classes=len(class_names))), val_score=val_score,
-                             search_seconds=0.0, train_seconds=train_seconds, labels=test_labels, probs=probs)
+            val_score, probs, train_seconds = protocol.train_and_test(name, run_dir, seed, None)
+            return RunRecord(name, seed, 0, **protocol.cost(get_model(name, num_classes=len(class_names))),
+                             val_score=val_score, search_seconds=0.0, train_seconds=train_seconds, labels=test_labels,
+                             probs=probs)
         return make
 
     def size_matched(target_params: int, seed: int, k: int) -> list[dict[str, Any]]:
         found, lo, hi = [], (1 - settings.size_tolerance) * target_params, (1 + settings.size_tolerance) * target_params
         for draw in range(20000):
-            arch = random_architecture(space_config, seed=seed * 100_000 + draw)
+            arch = random_architecture(protocol.space_config, seed=seed * 100_000 + draw)
             if lo <= count_parameters(build_model(arch)) <= hi:
                 found.append(arch)
                 if len(found) == k:
@@ -498,25 +628,18 @@ def run_benchmark(
         records += [run(name, seed, 0, baseline(name, seed)) for name in settings.baselines]
 
     # Controls without a 3D model (deterministic; one "seed").
-    train_scans = list(split["train"]) + list(split["val"])
-    start = time.perf_counter()
-    histogram = fit_intensity_classifier(dataset_features(train_scans, preprocessing), [s.label for s in train_scans])
-    histogram_probs = histogram.predict_proba(dataset_features(split["test"], preprocessing))
-    records.append(RunRecord("histogram", 0, 0, None, None, None, None, 0.0, time.perf_counter() - start, test_labels,
-                             histogram_probs.tolist()))
-    frequencies = np.bincount([s.label for s in split["train"]], minlength=len(class_names)) / len(split["train"])
-    records.append(RunRecord("majority", 0, 0, None, None, None, None, 0.0, 0.0, test_labels,
-                             [frequencies.tolist()] * len(test_labels)))
+    records += intensity_controls(split, class_names, protocol.preprocessing)
 
-    summary = summarize(records, test_patients, class_names, bootstrap=settings.bootstrap)
+    summary = summarize(records, protocol.test_patients, class_names, bootstrap=settings.bootstrap)
     context = {
         "dataset": dataset, "dataset_title": DATASET_TITLES.get(dataset, dataset), "root": str(root),
         "split_sizes": ", ".join(f"{name} {len({s.patient_id for s in scans})} patients / {len(scans)} scans"
                                  for name, scans in split.items()),
-        "input_size": "x".join(map(str, input_size[1:])), "seeds": settings.seeds,
+        "input_size": "x".join(map(str, protocol.input_size[1:])), "seeds": settings.seeds,
         "random_archs": settings.random_archs, "size_tolerance": settings.size_tolerance,
         "device": _device(settings.accelerator), "wall_hours": (time.perf_counter() - started) / 3600,
-        "models_trained_now": trained, "test_reads": test_set.reads, "test_scans": len(test_set),
+        "models_trained_now": protocol.trained, "test_reads": protocol.test_set.reads,
+        "test_scans": len(protocol.test_set), "test_root": None if test_root is None else str(test_root),
         "settings": {**asdict(settings), "space_config": dict(settings.space_config)},
     }
     (out / "benchmark.md").write_text(markdown_report(summary, context))

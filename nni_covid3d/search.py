@@ -92,6 +92,8 @@ class SearchResult:
         history: the validation results per epoch (``{"default": val_acc, "val_bal_acc", "val_loss"}``).
         out_dir: the output folder, when one was given.
         is_global_zero: whether this process is rank 0 of the run (the one that writes and reports).
+        oneshot_module: the trained one-shot Lightning module (the supernet with its shared weights), to
+            score fixed paths with (``nni_covid3d.strategies.path_scoring``); not saved anywhere.
     """
 
     architecture: dict[str, Any]
@@ -99,6 +101,7 @@ class SearchResult:
     history: list[dict[str, float]] = field(default_factory=list)
     out_dir: Path | None = None
     is_global_zero: bool = True
+    oneshot_module: Any = field(default=None, repr=False)
 
     @property
     def architecture_path(self) -> Path | None:
@@ -285,4 +288,5 @@ def run_search(
         save_architecture(architecture, out / "architecture.json")
         if probabilities is not None:
             atomic_write_text(out / "arch_probs.json", json.dumps(probabilities, indent=2) + "\n")
-    return SearchResult(architecture, probabilities, list(reporter.history), out, trainer.is_global_zero)
+    return SearchResult(architecture, probabilities, list(reporter.history), out, trainer.is_global_zero,
+                        chosen.oneshot_module)

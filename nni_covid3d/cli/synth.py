@@ -1,6 +1,7 @@
 """``nni-covid3d synth``: write synthetic chest CT phantoms in a real dataset layout.
 
     nni-covid3d synth --layout ccccii --out data/ccccii --patients 30 --seed 0 --size 96 [--phantom intensity]
+    nni-covid3d synth --layout ccccii --out data/ccccii-test --patients 1000 --seed 1 --size 96   # independent test cohort
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--layout", required=True, choices=("ccccii", "mosmed", "covidctset"))
     parser.add_argument("--out", required=True, type=Path, help="dataset root to create")
     parser.add_argument("--patients", type=int, default=30, help="number of patients (default 30)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="everything is drawn from it; patients are numbered from seed x 100000, so a cohort "
+                             "of another seed (an independent test cohort for benchmark --test-root) shares no patient")
     parser.add_argument("--size", type=int, default=512, help="in-plane size in pixels (default 512, as the real data)")
     parser.add_argument("--slices", type=int, nargs=2, metavar=("MIN", "MAX"), default=None, help="slices per scan")
     parser.add_argument("--variant", choices=("raw", "folds"), default="raw", help="covidctset: raw folders or the fold layout")

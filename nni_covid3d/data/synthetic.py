@@ -39,6 +39,9 @@ SEVERITY_RANGES = [(0.0, 0.0), (0.03, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 0.
 #: MosMed shape phantoms: abnormal tissue (fraction of the lungs) of every scan, whatever its grade;
 #: the grade sets how far the lesions spread, filling them patchily where the tissue is short.
 MOSMED_BUDGET = (0.10, 0.30)
+#: Patient numbers of a cohort written with ``seed`` start at ``seed * PATIENTS_PER_SEED``, so cohorts of
+#: different seeds (a training root and an independent test cohort) never share a patient id.
+PATIENTS_PER_SEED = 100_000
 #: Shape-phantom pattern per class name of each layout.
 PATTERN_OF = {"CP": "pneumonia", "NCP": "covid", "Normal": "normal", "covid": "covid", "normal": "normal"}
 _INTENSITY_LESION = {"covid": "ggo", "pneumonia": "consolidation", "normal": "none"}
@@ -121,7 +124,8 @@ def write_synthetic_dataset(
         layout: ``"ccccii"``, ``"mosmed"`` or ``"covidctset"``.
         out_dir: the dataset root to create (may exist, should be empty).
         n_patients: number of patients (classes assigned in rotation, so small counts cover all classes).
-        seed: everything is a deterministic function of the seed.
+        seed: everything is a deterministic function of the seed; patients are numbered from
+            ``seed * PATIENTS_PER_SEED``, so cohorts of different seeds share no patient id.
         size: in-plane size H = W (512 as the real data; 64-96 for quick runs). Shape phantoms hide
             the class from the intensity histogram only when read at this size (no resampling).
         slices: (min, max) slices per scan; the layout's default when ``None``.
@@ -135,8 +139,10 @@ def write_synthetic_dataset(
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
-    if n_patients < 1:
-        raise ValueError("n_patients must be at least 1")
+    if not 1 <= n_patients <= PATIENTS_PER_SEED:
+        raise ValueError(f"n_patients must lie in [1, {PATIENTS_PER_SEED}], got {n_patients}")
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative (it sets the patient ids), got {seed}")
     if phantom not in PHANTOMS:
         raise ValueError(f"unknown phantom {phantom!r}; expected one of {PHANTOMS}")
     if variant != "raw" and layout != "covidctset":
@@ -158,23 +164,24 @@ def write_synthetic_dataset(
     kwargs = {"variant": variant, "phantom": phantom} if layout == "covidctset" else {"phantom": phantom}
     if layout != "mosmed":
         kwargs["involvement"] = tuple(involvement) if involvement is not None else DEFAULT_INVOLVEMENT
-    writer(out, rng, n_patients=n_patients, size=size, slices=slices, **kwargs)
+    writer(out, rng, n_patients=n_patients, first=seed * PATIENTS_PER_SEED, size=size, slices=slices, **kwargs)
     return out
 
 
 # --------------------------------------------------------------------------------------- CC-CCII
-def _write_ccccii(root: Path, rng, *, n_patients, size, slices, involvement, phantom) -> None:
+def _write_ccccii(root: Path, rng, *, n_patients, first, size, slices, involvement, phantom) -> None:
     from PIL import Image
 
     labels = _class_sequence(n_patients, [0, 1, 2], rng)
     unzip_rows, lesion_rows = [], []
     for index, label in enumerate(labels):
         class_name = CLASS_NAMES[label]
-        patient_id = str(1000 + index)  # integer ids, unique across classes
+        number = first + index
+        patient_id = str(1000 + number)  # integer ids, unique across classes
         anatomy = random_anatomy(rng)
         n_scans = int(rng.choice([1, 1, 2, 3]))
         for scan_index in range(n_scans):
-            scan_id = str(2000 + 10 * index + scan_index)
+            scan_id = str(2000 + 10 * number + scan_index)
             scan = _scan_phantom(rng, anatomy, phantom=phantom, pattern=PATTERN_OF[class_name], size=size, slices=slices,
                                  spacing_z=(1.0, 5.0), involvement=involvement)
             scan_dir = root / class_name / patient_id / scan_id
@@ -202,11 +209,11 @@ def _write_ccccii(root: Path, rng, *, n_patients, size, slices, involvement, pha
 
 
 # ------------------------------------------------------------------------------------ MosMedData
-def _write_mosmed(root: Path, rng, *, n_patients, size, slices, phantom) -> None:
+def _write_mosmed(root: Path, rng, *, n_patients, first, size, slices, phantom) -> None:
     grades = _class_sequence(n_patients, [0, 1, 2, 0, 3, 1, 0, 4, 1, 2], rng)
     registry = []
     for index, grade in enumerate(grades):
-        study_id = f"study_{index + 1:04d}"
+        study_id = f"study_{first + index + 1:04d}"
         anatomy = random_anatomy(rng)
         pattern = "covid" if grade else "normal"
         if phantom == "intensity":
@@ -224,7 +231,7 @@ def _write_mosmed(root: Path, rng, *, n_patients, size, slices, phantom) -> None
             save_axial_nifti(mask, scan.mask, scan.spacing, flip_xy=True)
             mask_file = str(mask.relative_to(root))
         registry.append(
-            {"study_id": index + 1, "category": CATEGORIES[grade], "study_file": str(study_file.relative_to(root)), "mask_file": mask_file}
+            {"study_id": first + index + 1, "category": CATEGORIES[grade], "study_file": str(study_file.relative_to(root)), "mask_file": mask_file}
         )
     import pandas as pd
 
@@ -238,7 +245,7 @@ def _write_tiff(path: Path, hu_slice: np.ndarray) -> None:
     tifffile.imwrite(path, np.clip(hu_slice.astype(np.int32) + TIFF_HU_OFFSET, 0, 65535).astype(np.uint16))
 
 
-def _write_covidctset(root: Path, rng, *, n_patients, size, slices, variant, involvement, phantom) -> None:
+def _write_covidctset(root: Path, rng, *, n_patients, first, size, slices, variant, involvement, phantom) -> None:
     if variant not in ("raw", "folds"):
         raise ValueError(f"variant must be 'raw' or 'folds', got {variant!r}")
     labels = _class_sequence(n_patients, [1, 0, 0, 1, 0], rng)  # 1 = covid (~40%)
@@ -248,7 +255,7 @@ def _write_covidctset(root: Path, rng, *, n_patients, size, slices, variant, inv
     for index, label in enumerate(labels):
         class_name = "covid" if label else "normal"
         group = f"{class_name}{1 + index % 2}"
-        patient = f"patient{index + 1}"
+        patient = f"patient{first + index + 1}"
         anatomy = random_anatomy(rng)
         series = [2] + ([3, 4][: int(rng.integers(0, 3))] if label else [3][: int(rng.integers(0, 2))])
         details.append({"patient_id": patient, "group": group, "class": class_name, "n_series": len(series)})
