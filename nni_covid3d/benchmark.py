@@ -423,9 +423,15 @@ def benchmark_split(dataset: str, root: str | Path, out: Path, *, test_root: str
     scans, test_scans = list(index.scans), []
     if test_root is not None:
         test_index = load_dataset(dataset, test_root, task=task)
-        if list(test_index.class_names) != list(index.class_names):
-            raise ValueError(f"test cohort {test_root} has classes {list(test_index.class_names)}, the training root "
-                             f"{root} has {list(index.class_names)}: they must be the same")
+
+        def present(scans: Sequence[Any], names: Sequence[str]) -> list[str]:
+            return [names[label] for label in sorted({scan.label for scan in scans})]
+
+        train_classes, test_classes = present(index.scans, index.class_names), present(test_index.scans,
+                                                                                       test_index.class_names)
+        if list(test_index.class_names) != list(index.class_names) or train_classes != test_classes:
+            raise ValueError(f"test cohort {test_root} has classes {test_classes}, the training root {root} has "
+                             f"{train_classes}: they must be the same")
         shared = sorted({s.patient_id for s in index.scans} & {s.patient_id for s in test_index.scans})
         if shared:
             raise ValueError(f"test cohort {test_root} shares {len(shared)} patient id(s) with the training root {root} "

@@ -125,3 +125,21 @@ def test_processes_sharing_a_folder_train_each_model_once(tmp_path):
     assert results == [[1, 2, 3]] * 3  # every process gets every record
     trained = log_path.read_text().split("\n")[:-1]
     assert sorted(line.split()[0] for line in trained) == ["seed0-1", "seed0-2", "seed0-3"]  # each trained once
+
+
+def test_run_jobs_skips_a_job_another_process_holds_and_comes_back_to_it(tmp_path):
+    import fcntl
+    import threading
+
+    from nni_covid3d.benchmark import run_jobs
+
+    order = []
+    jobs = [(tmp_path / f"job{i}" / ".job.lock", lambda i=i: order.append(i)) for i in range(3)]
+    jobs[0][0].parent.mkdir(parents=True)
+    with jobs[0][0].open("a") as held:  # another process working on job 0 (flock: per open file)
+        fcntl.flock(held, fcntl.LOCK_EX)
+        releaser = threading.Timer(0.5, fcntl.flock, (held, fcntl.LOCK_UN))
+        releaser.start()
+        run_jobs(jobs, log=lambda _: None)
+        releaser.join()
+    assert order == [1, 2, 0]

@@ -226,3 +226,14 @@ def test_dataset_phantom_families(tmp_path, capsys):
     assert _tree_digest(tmp_path / "cli") == _tree_digest(intensity)
     with pytest.raises(ValueError, match="phantom"):
         write_synthetic_dataset("ccccii", tmp_path / "bad", phantom="smooth", **kwargs)
+
+
+@pytest.mark.parametrize("layout", ["ccccii", "mosmed", "covidctset"])
+def test_cohorts_of_different_seeds_share_no_patient_or_scan(tmp_path, layout):
+    cohorts = [load_dataset(layout, write_synthetic_dataset(layout, tmp_path / str(seed), n_patients=3, seed=seed,
+                                                            size=16, slices=(3, 3)))
+               for seed in (0, 1)]
+    first, second = ({s.patient_id for s in c.scans} for c in cohorts)
+    assert first and second and not first & second
+    assert not ({(s.patient_id, s.scan_id) for s in cohorts[0].scans}
+                & {(s.patient_id, s.scan_id) for s in cohorts[1].scans})
