@@ -17,7 +17,9 @@ test cohort (``--test-root``; the training root gives train and validation patie
 * **ranking**: for every pool architecture, its log-probability under the search's final distribution
   and (single-path supernets) its validation accuracy under the shared weights with BatchNorm
   recomputed for that path; Kendall τ and Spearman ρ against stand-alone validation and test accuracy,
-  with bootstrap intervals over the pool, and precision at the top 25%;
+  with bootstrap intervals over the pool, and precision at the top 25%; and the pool member each score
+  ranks first (selection by the supernet among the pool's paths is random search with weight sharing,
+  Li & Talwalkar 2019), whose stand-alone accuracy is known without training anything more;
 * **controls**: the intensity-histogram classifier and the majority class on the test cohort.
 
 Output folder::
@@ -373,7 +375,15 @@ def analyse_pool(pool: Sequence[RunRecord], searches: Sequence[SearchRecord], se
             scores["log_probability"] = [log_probability(found.probabilities, r.architecture["choices"]) for r in base]
         if found.path_scores:
             scores["supernet_accuracy"] = [found.path_scores[r.member] for r in base]
+        row["picks"] = {}
         for name, predicted in scores.items():
+            # Selection among the pool's paths by the search's score (random search with weight sharing for
+            # the supernet's accuracy): the pick was trained stand-alone already, so it costs no training.
+            pick = int(np.argmax(predicted))
+            row["picks"][name] = {"member": pick, "test": float(pool_test[pick]),
+                                  "percentile": percentile_in_pool(float(pool_test[pick]), pool_test),
+                                  "minus_pool_mean": float(pool_test[pick] - pool_test.mean()),
+                                  "minus_pool_mean_ci": _interval(pool_boot[pick] - pool_boot.mean(axis=0))}
             for truth_name, truth in (("val", pool_val), ("test", pool_test)):
                 correlation = rank_correlations(predicted, truth, bootstrap=bootstrap, seed=seed)
                 row["ranking"][f"{name}_vs_{truth_name}"] = {
@@ -401,6 +411,14 @@ def analyse_pool(pool: Sequence[RunRecord], searches: Sequence[SearchRecord], se
             "same_export": max(exports.count(e) for e in exports), "distinct_exports": len(set(exports)),
             "ranking": {},
         }
+        method["picks"] = {}
+        for name in mine[0]["picks"]:
+            picks = [r["picks"][name] for r in mine]
+            pick_boot = np.mean([pool_boot[p["member"]] for p in picks], axis=0)
+            method["picks"][name] = {"test": float(np.mean([p["test"] for p in picks])),
+                                     "percentile": float(np.mean([p["percentile"] for p in picks])),
+                                     "minus_pool_mean": float(np.mean([p["minus_pool_mean"] for p in picks])),
+                                     "minus_pool_mean_ci": _interval(pick_boot - pool_boot.mean(axis=0))}
         for key in mine[0]["ranking"]:
             method["ranking"][key] = {stat: float(np.nanmean([r["ranking"][key][stat] for r in mine]))
                                       for stat in ("kendall_tau", "spearman_rho", "precision_at_25")}

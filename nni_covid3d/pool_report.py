@@ -104,10 +104,19 @@ def markdown_pool_report(summary: Mapping[str, Any]) -> str:
                                 "val": _corr(entry), "test": _corr(r["ranking"][key[:-3] + "test"]),
                                 "rho": f"{r['ranking'][key[:-3] + 'test']['spearman_rho']:+.2f}",
                                 "p25": f"{r['ranking'][key[:-3] + 'test']['precision_at_25']:.2f}"})
+    picks = [{"method": m["title"], "score": name.replace("_", " "), "test": _pct(p["test"]),
+              "percentile": f"{p['percentile']:.0f}",
+              "vs_mean": f"{_pct(p['minus_pool_mean'], True)} {_ci(p['minus_pool_mean_ci'])}"}
+             for m in summary["methods"] for name, p in m.get("picks", {}).items()]
     if ranking:
         lines.append(markdown_table(ranking, (("method", "Search"), ("score", "Search's score"),
                                               ("val", "τ vs stand-alone val"), ("test", "τ vs stand-alone test"),
                                               ("rho", "ρ vs test"), ("p25", "P@25% (test)"))).rstrip())
+    if picks:
+        lines += ["", "The pool member each search score ranks first (mean over search seeds; stand-alone test accuracy, "
+                  "no training beyond the pool's):", "",
+                  markdown_table(picks, (("method", "Search"), ("score", "Picked by"), ("test", "Test acc %"),
+                                         ("percentile", "Percentile"), ("vs_mean", "− pool mean [95%]"))).rstrip()]
     lines += ["", "## Controls without a 3D model", "",
               markdown_table([{"method": c["method"], "test": _pct(c["test"])} for c in summary["controls"]],
                              (("method", "Control"), ("test", "Test acc %"))).rstrip()]
