@@ -41,7 +41,7 @@ STRATEGY_NAMES = ("gumbel-dnas", "darts", "gumbel-darts", "proxyless", "random-o
 _NNI_DIFFERENTIABLE = ("darts", "gumbel-darts", "proxyless")
 #: Strategy options only GumbelDNAS accepts.
 GUMBEL_DNAS_ONLY_OPTIONS = ("size_budget_mb", "flops_budget", "checkpoint_candidates", "arch_estimator",
-                            "weight_sampling", "arch_samples", "penalty_weight")
+                            "weight_sampling", "arch_samples", "arch_credit", "penalty_weight")
 
 
 @dataclass

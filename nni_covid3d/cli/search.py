@@ -45,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--arch-estimator", choices=("score_function", "straight_through"),
                    help="how gumbel-dnas's logits learn: paths compared by their losses (default), or the "
                         "straight-through gradient of one path (benchmarks/RESULTS.md, planted problems)")
+    p.add_argument("--arch-credit", choices=("path", "choice"),
+                   help="what one comparison of two gumbel-dnas paths credits: every label the paths differ at "
+                        "(path, default), or one label, the second path being the first with that label redrawn")
     p.add_argument("--weight-sampling", choices=("fair", "gumbel"),
                    help="gumbel-dnas weight steps after warm-up: every candidate in turn (default), or drawn from the logits")
     p.add_argument("--tau", type=float, nargs=2, default=(5.0, 0.5), metavar=("INIT", "FINAL"),
@@ -76,7 +79,7 @@ def _given(args: argparse.Namespace, **options: str) -> dict:
 
 def _strategy_options(args: argparse.Namespace) -> dict:
     options = _given(args, arc_learning_rate="arc_lr", warmup_epochs="warmup_epochs", arch_estimator="arch_estimator",
-                     weight_sampling="weight_sampling", size_budget_mb="size_budget_mb",
+                     arch_credit="arch_credit", weight_sampling="weight_sampling", size_budget_mb="size_budget_mb",
                      checkpoint_candidates="checkpoint_activations")
     if args.flops_budget_g is not None:
         options["flops_budget"] = args.flops_budget_g * 1e9

@@ -136,6 +136,28 @@ class GumbelDNASLightningModule(DartsLightningModule):
         return [{label: Draw(index) for label, index in
                  gumbel_max_indices(on_host, self.tau(), self._step_generator(phase)).items()} for phase in phases]
 
+    def one_label_apart(self) -> list[dict[str, Draw]]:
+        """Two paths that differ at one label (``arch_credit="choice"``): a path drawn as :meth:`sample`
+        does, and a copy whose credited label takes another candidate, drawn from that label's
+        distribution without the first one's candidate. Labels are credited in turn (a seeded order that
+        changes every cycle over the labels), so each gets its share of the comparisons."""
+        first = self.sample_paths([0])[0]
+        labels = [label for label, alpha in self.label_alphas().items() if alpha.numel() > 1]
+        if not labels:
+            return [first, dict(first)]
+        step = self.trainer.current_epoch * max(1, int(self.trainer.num_training_batches)) + self._batch_idx
+        cycle, offset = divmod(step, len(labels))
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(
+            (self.settings.seed * 1_000_003 + cycle) % (2**63)))
+        label = labels[int(order[offset])]
+        probs = F.softmax(self.label_alphas()[label].detach().float().cpu() / self.tau(), -1)
+        probs[first[label].index] = 0.0
+        if float(probs.sum()) <= 0.0:  # every other candidate has underflowed: take one uniformly
+            probs = torch.ones_like(probs)
+            probs[first[label].index] = 0.0
+        other = int(torch.multinomial(probs, 1, generator=self._step_generator(1)).item())
+        return [first, {**first, label: Draw(other)}]
+
     def fair_draws(self) -> dict[str, Draw]:
         """Every label's candidates in turn, in a seeded order (no gradient).
 
@@ -299,7 +321,9 @@ class GumbelDNASLightningModule(DartsLightningModule):
         baseline; with one path, a moving average of past losses): paths that do better than the
         others on the same batch gain probability. Losses are averaged over DDP ranks first.
         """
-        paths, losses = self.sample_paths(range(self.settings.arch_samples)), []
+        paths = (self.one_label_apart() if self.settings.arch_credit == "choice"
+                 else self.sample_paths(range(self.settings.arch_samples)))
+        losses = []
         with torch.no_grad(), keep_batchnorm_stats(self.model):
             for path in paths:
                 self._use(path)
@@ -316,10 +340,14 @@ class GumbelDNASLightningModule(DartsLightningModule):
         tau = self.tau()
         alphas = self.label_alphas()
         surrogate = torch.zeros((), device=loss.device)
+        credited = list(alphas)
+        if self.settings.arch_credit == "choice":
+            # The labels both paths share contribute (adv_0 + adv_1) * d log p = 0: left out, not rounded.
+            credited = [label for label in alphas if paths[0][label].index != paths[1][label].index]
         with _fp32(loss):  # the logits' log-probabilities in fp32 under mixed precision
             for path, adv in zip(paths, advantage):
-                log_prob = sum(F.log_softmax(alphas[label].float() / tau, -1)[draw.index]
-                               for label, draw in path.items())
+                log_prob = sum((F.log_softmax(alphas[label].float() / tau, -1)[path[label].index]
+                                for label in credited), torch.zeros((), device=loss.device))
                 surrogate = surrogate + adv * log_prob
         self.log("arch/loss", loss.mean())
         return surrogate / len(paths)
@@ -381,7 +409,9 @@ class GumbelDNASLightningModule(DartsLightningModule):
     # ----------------------------------------------------------------- checkpoints
     def _settings_record(self) -> dict[str, Any]:
         """The settings a resumed search must share with its checkpoint (the export path may change)."""
-        return plain({key: value for key, value in asdict(self.settings).items() if key != "export_path"})
+        # The default credit is left out, so that checkpoints written before the option still resume.
+        return plain({key: value for key, value in asdict(self.settings).items()
+                      if key != "export_path" and not (key == "arch_credit" and value == "path")})
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Logits, temperature and loss baseline (buffers) and both optimisers are saved by Lightning;

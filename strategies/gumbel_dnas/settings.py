@@ -7,9 +7,10 @@ from typing import Literal
 
 from .schedule import TemperatureSchedule
 
-__all__ = ["ArchEstimator", "SearchSettings", "WeightSampling"]
+__all__ = ["ArchCredit", "ArchEstimator", "SearchSettings", "WeightSampling"]
 
 ArchEstimator = Literal["score_function", "straight_through"]
+ArchCredit = Literal["path", "choice"]
 WeightSampling = Literal["fair", "gumbel"]
 
 
@@ -26,6 +27,7 @@ class SearchSettings:
     temperature: TemperatureSchedule = field(default_factory=TemperatureSchedule)
     arch_estimator: ArchEstimator = "score_function"
     arch_samples: int = 2
+    arch_credit: ArchCredit = "path"
     weight_sampling: WeightSampling = "fair"
     size_budget_mb: float | None = None
     flops_budget: float | None = None
@@ -42,6 +44,12 @@ class SearchSettings:
             raise ValueError(f"arch_estimator must be 'score_function' or 'straight_through', got {self.arch_estimator!r}")
         if not 1 <= self.arch_samples <= 32:
             raise ValueError(f"arch_samples must lie in [1, 32], got {self.arch_samples}")
+        if self.arch_credit not in ("path", "choice"):
+            raise ValueError(f"arch_credit must be 'path' or 'choice', got {self.arch_credit!r}")
+        if self.arch_credit == "choice" and (self.arch_estimator != "score_function" or self.arch_samples != 2):
+            raise ValueError("arch_credit='choice' compares two paths with the score-function estimator: "
+                             f"it needs arch_estimator='score_function' and arch_samples=2, got "
+                             f"{self.arch_estimator!r} and {self.arch_samples}")
         if self.weight_sampling not in ("fair", "gumbel"):
             raise ValueError(f"weight_sampling must be 'fair' or 'gumbel', got {self.weight_sampling!r}")
         for name in ("size_budget_mb", "flops_budget"):

@@ -20,7 +20,7 @@ from ..supermodules import (
 from .lightning import GumbelDNASLightningModule
 from .loaders import ArchSplit, arch_indices, split_train_loader
 from .schedule import TemperatureSchedule
-from .settings import ArchEstimator, SearchSettings, WeightSampling
+from .settings import ArchCredit, ArchEstimator, SearchSettings, WeightSampling
 
 __all__ = ["GumbelDNAS"]
 
@@ -61,6 +61,13 @@ class GumbelDNAS(DARTS):
         average with one path). ``"straight_through"``: one path forward and backward, the gradient
         of the loss with respect to the drawn candidate's output scale (the original single-path
         estimator; it does not compare candidates, see ``benchmarks/RESULTS.md``).
+    arch_credit
+        What one comparison of two paths credits (score-function estimator, two paths). ``"path"``
+        (default): the two paths are drawn independently, so they differ at almost every label and one
+        loss difference moves all of them. ``"choice"``: the second path is the first with one label
+        redrawn (another candidate of that label, labels taken in a seeded round-robin), so the loss
+        difference is credited to that label's two candidates alone; the other labels' terms cancel
+        (ProxylessNAS's two-candidate update, mit-han-lab/proxylessnas ``mix_op.py``).
     weight_sampling
         The path of each weight step after warm-up: ``"fair"`` (default) keeps training every
         candidate in turn, so the candidates the logits compare were trained alike; ``"gumbel"``
@@ -109,6 +116,7 @@ class GumbelDNAS(DARTS):
         temperature: TemperatureSchedule | float | tuple[float, float] | dict = TemperatureSchedule(),
         arch_estimator: ArchEstimator = "score_function",
         arch_samples: int = 2,
+        arch_credit: ArchCredit = "path",
         weight_sampling: WeightSampling = "fair",
         arch_split: ArchSplit = 0.5,
         size_budget_mb: float | None = None,
@@ -127,7 +135,7 @@ class GumbelDNAS(DARTS):
             arc_learning_rate=arc_learning_rate, arc_betas=tuple(arc_betas), arc_weight_decay=arc_weight_decay,
             gradient_clip_val=gradient_clip_val, warmup_epochs=warmup_epochs, warmup_fraction=warmup_fraction,
             temperature=TemperatureSchedule.parse(temperature), arch_estimator=arch_estimator,
-            arch_samples=arch_samples, weight_sampling=weight_sampling, size_budget_mb=size_budget_mb,
+            arch_samples=arch_samples, arch_credit=arch_credit, weight_sampling=weight_sampling, size_budget_mb=size_budget_mb,
             flops_budget=flops_budget, penalty_weight=penalty_weight, seed=seed, export_path=export_path,
         )
         if isinstance(arch_split, float) and not 0.0 < arch_split < 1.0:

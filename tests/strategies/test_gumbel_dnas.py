@@ -88,6 +88,40 @@ def test_alpha_gradients_and_exactly_one_candidate_per_choice(estimator):
     assert set(strategy.export()) == {"op", "depth", "act", "skip"}
 
 
+def test_choice_credit_moves_only_the_two_candidates_of_one_label_per_step():
+    torch.manual_seed(0)
+    recorder = PathRecorder()
+    evaluator = make_evaluator(image_dataset(128), image_dataset(32, seed=1), epochs=4, batch_size=16,
+                               callbacks=[recorder])
+    run_search(MixedSpace(), evaluator, GumbelDNAS(seed=0, warmup_epochs=0, arch_credit="choice"))
+
+    assert recorder.alpha_grads, "no training step ran"
+    credited = []
+    for grads in recorder.alpha_grads:
+        moved = {label: grad for label, grad in grads.items() if grad.abs().sum() > 0}
+        assert len(moved) <= 1, f"one comparison moved several labels: {sorted(moved)}"
+        for label, grad in moved.items():
+            # Two candidates, opposite amounts: the others keep their logits.
+            assert int((grad != 0).sum()) == 2 and float(grad.sum()) == pytest.approx(0.0, abs=1e-6)
+            credited.append(label)
+    # Labels are credited in turn; one whose change leaves the loss as it was (op while skip bypasses
+    # it) gets no gradient that step.
+    assert len(set(credited)) >= 3, credited
+    # Independent paths (the default) move several labels in one step.
+    recorder = PathRecorder()
+    evaluator = make_evaluator(image_dataset(128), image_dataset(32, seed=1), epochs=1, batch_size=16,
+                               callbacks=[recorder])
+    run_search(MixedSpace(), evaluator, GumbelDNAS(seed=0, warmup_epochs=0))
+    assert any(sum(g.abs().sum() > 0 for g in grads.values()) > 1 for grads in recorder.alpha_grads)
+
+
+def test_choice_credit_needs_two_score_function_paths():
+    with pytest.raises(ValueError, match="arch_credit='choice'"):
+        GumbelDNAS(arch_credit="choice", arch_samples=4)
+    with pytest.raises(ValueError, match="arch_credit='choice'"):
+        GumbelDNAS(arch_credit="choice", arch_estimator="straight_through")
+
+
 class _Saved:
     """What autograd holds for one tensor saved for backward (weak-referenceable)."""
 
