@@ -523,9 +523,10 @@ class Protocol:
             raise RuntimeError(f"{run_dir}: test predictions are not in the split's scan order")
         return result.best_score, probs.tolist(), seconds
 
-    def search(self, strategy: str, seed: int, search_dir: Path) -> tuple[Any, float]:
-        """Search with ``strategy`` on the training patients (a stopped GumbelDNAS search resumes; NNI's
-        strategies start again). Returns (``SearchResult``, seconds)."""
+    def search(self, strategy: str, seed: int, search_dir: Path,
+               options: Mapping[str, Any] | None = None) -> tuple[Any, float]:
+        """Search with ``strategy`` (and its ``options``) on the training patients (a stopped GumbelDNAS
+        search resumes; NNI's strategies start again). Returns (``SearchResult``, seconds)."""
         from nni_covid3d.search import run_search
 
         settings = self.settings
@@ -533,10 +534,10 @@ class Protocol:
         resume = strategy == "gumbel-dnas" and (search_dir / "checkpoints" / "last.ckpt").is_file()
         if not resume and search_dir.exists():
             shutil.rmtree(search_dir)
-        result = run_search(self.data, self.space_config, strategy=strategy, epochs=settings.search_epochs,
-                            batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=seed,
-                            out_dir=search_dir, resume=resume, accelerator=settings.accelerator,
-                            precision=settings.precision)
+        result = run_search(self.data, self.space_config, strategy=strategy, strategy_options=options,
+                            epochs=settings.search_epochs, batch_size=settings.batch_size,
+                            learning_rate=settings.learning_rate, seed=seed, out_dir=search_dir, resume=resume,
+                            accelerator=settings.accelerator, precision=settings.precision)
         return result, time.perf_counter() - start
 
     def searched_record(self, strategy: str, seed: int, run_dir: Path, architecture: Mapping[str, Any],

@@ -51,7 +51,7 @@ from nni_covid3d.benchmark import (
 )
 
 __all__ = ["PoolSettings", "SearchRecord", "pool_architectures", "log_probability", "normalized_entropy",
-           "run_pool_benchmark", "analyse_pool"]
+           "variant_name", "parse_variant", "run_pool_benchmark", "analyse_pool"]
 
 #: Strategies whose supernet runs one path at a time, so a fixed path can be scored with shared weights.
 SINGLE_PATH = ("gumbel-dnas", "random-oneshot")
@@ -65,6 +65,9 @@ class PoolSettings(BenchmarkSettings):
     ``random_archs`` the pool's size.
 
     Attributes:
+        variants: GumbelDNAS settings compared beside its defaults, each ``{option: value}`` (e.g.
+            ``{"arch_credit": "choice"}``), run with ``seeds`` search seeds as the method
+            ``gumbel-dnas[option=value,...]`` (:func:`variant_name`).
         strategy_seeds: search seeds of each NNI strategy.
         training_seeds: training seeds of every searched export and of the reseeded pool members.
         reseeded_share: share of the pool (its first members) trained with every training seed.
@@ -77,6 +80,7 @@ class PoolSettings(BenchmarkSettings):
     strategies: tuple[str, ...] = ("darts", "gumbel-darts", "random-oneshot")
     baselines: tuple[str, ...] = ()
     search_epochs: int = 16
+    variants: tuple[Mapping[str, Any], ...] = ()
     strategy_seeds: int = 3
     training_seeds: int = 2
     reseeded_share: float = 1 / 3
@@ -92,6 +96,21 @@ class PoolSettings(BenchmarkSettings):
             raise ValueError(f"reseeded_share must lie in [0, 1], got {self.reseeded_share}")
         if self.baselines:
             raise ValueError("the pool protocol trains no baselines; run benchmark without --pool for them")
+        from nni_covid3d.strategies import GumbelDNAS
+
+        for variant in self.variants:
+            try:  # an unknown option or value is refused now, not after the pool is trained
+                GumbelDNAS(**variant)
+            except TypeError as error:
+                raise ValueError(f"variant {variant_name(variant)}: {error}") from None
+
+    @property
+    def methods(self) -> dict[str, tuple[str, dict[str, Any], int]]:
+        """``{method: (strategy, options, search seeds)}`` in the order they run."""
+        methods = {"gumbel-dnas": ("gumbel-dnas", {}, self.seeds)}
+        methods.update({variant_name(v): ("gumbel-dnas", dict(v), self.seeds) for v in self.variants})
+        methods.update({s: (s, {}, self.strategy_seeds) for s in self.strategies})
+        return methods
 
     @property
     def reseeded(self) -> int:
@@ -122,6 +141,30 @@ class SearchRecord:
         from nni_covid3d.atomic import atomic_write_text
 
         atomic_write_text(path, json.dumps(asdict(self)) + "\n")
+
+
+def variant_name(options: Mapping[str, Any]) -> str:
+    """The method name of a GumbelDNAS variant: ``gumbel-dnas[key=value,...]`` (keys sorted)."""
+    return "gumbel-dnas[" + ",".join(f"{key}={options[key]}" for key in sorted(options)) + "]"
+
+
+def parse_variant(text: str) -> dict[str, Any]:
+    """``"arch_credit=choice,arc_learning_rate=0.1"`` -> ``{"arch_credit": "choice", "arc_learning_rate": 0.1}``
+    (numbers become numbers)."""
+    import ast
+
+    options: dict[str, Any] = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"variant {text!r}: expected OPTION=VALUE[,OPTION=VALUE...], got {item!r}")
+        try:
+            options[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            options[key.strip()] = value.strip()
+    if not options:
+        raise ValueError(f"variant {text!r} sets no option")
+    return options
 
 
 # ------------------------------------------------------------------------------------------- pool
@@ -233,12 +276,13 @@ def run_pool_benchmark(
                              architecture=pool[k])
         return make
 
-    def search(strategy: str, seed: int, run_dir: Path) -> SearchRecord:
+    def search(method: str, seed: int, run_dir: Path) -> SearchRecord:
         path = run_dir / "search.json"
         if path.is_file():
             return SearchRecord.load(path)
         log(f"[benchmark] {run_dir} search ...")
-        result, seconds = protocol.search(strategy, seed, run_dir / "search")
+        strategy, options, _ = settings.methods[method]
+        result, seconds = protocol.search(strategy, seed, run_dir / "search", options)
         scores = None
         if strategy in SINGLE_PATH:
             from nni_covid3d.strategies.path_scoring import score_paths
@@ -247,19 +291,19 @@ def run_pool_benchmark(
             scores = score_paths(result.oneshot_module, samples, *_path_batches(protocol, settings, seed))
             log(f"[benchmark] {run_dir}: {len(samples)} pool paths scored with shared weights in "
                 f"{time.perf_counter() - start:.0f} s")
-        record = SearchRecord(strategy, seed, dict(result.architecture), result.probabilities, seconds, scores,
+        record = SearchRecord(method, seed, dict(result.architecture), result.probabilities, seconds, scores,
                               list(result.history))
         record.save(path)
         return record
 
-    def searched(strategy: str, seed: int) -> Callable[[], None]:
-        run_dir = out / "runs" / strategy / f"seed{seed}"
+    def searched(method: str, seed: int) -> Callable[[], None]:
+        run_dir = out / "runs" / method / f"seed{seed}"
 
         def job() -> None:
-            found = search(strategy, seed, run_dir)
+            found = search(method, seed, run_dir)
             for t in range(settings.training_seeds):
                 run_once(run_dir / f"train{t}", lambda d, t=t: protocol.searched_record(
-                    strategy, seed, d, found.architecture, found.search_seconds, training_seed=t), log)
+                    method, seed, d, found.architecture, found.search_seconds, training_seed=t), log)
         return job
 
     jobs: list[tuple[Path, Callable[[], Any]]] = []
@@ -267,17 +311,17 @@ def run_pool_benchmark(
         for t in range(settings.training_seeds if k < settings.reseeded else 1):
             run_dir = out / "pool" / f"arch{k:02d}" / f"seed{t}"
             jobs.append((run_dir / ".job.lock", lambda d=run_dir, k=k, t=t: run_once(d, pool_member(k, t), log)))
-    for strategy in ("gumbel-dnas", *settings.strategies):
-        for seed in range(settings.seeds if strategy == "gumbel-dnas" else settings.strategy_seeds):
-            jobs.append((out / "runs" / strategy / f"seed{seed}" / ".job.lock", searched(strategy, seed)))
+    for method, (_, _, seeds) in settings.methods.items():
+        for seed in range(seeds):
+            jobs.append((out / "runs" / method / f"seed{seed}" / ".job.lock", searched(method, seed)))
     run_jobs(jobs, log)
 
     pool_records = [RunRecord.load(p) for p in sorted((out / "pool").glob("arch*/seed*/record.json"))]
     pool_records = [r for r in pool_records if r.member < settings.random_archs]
     searches, searched_records = [], []
-    for strategy in ("gumbel-dnas", *settings.strategies):
-        for seed in range(settings.seeds if strategy == "gumbel-dnas" else settings.strategy_seeds):
-            run_dir = out / "runs" / strategy / f"seed{seed}"
+    for method, (_, _, seeds) in settings.methods.items():
+        for seed in range(seeds):
+            run_dir = out / "runs" / method / f"seed{seed}"
             searches.append(SearchRecord.load(run_dir / "search.json"))
             searched_records += [RunRecord.load(run_dir / f"train{t}" / "record.json")
                                  for t in range(settings.training_seeds)]

@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, help=f"search seeds (default {defaults.seeds}; {pool.seeds} with --pool)")
     p.add_argument("--random-archs", type=int, help=f"K random architectures per seed (default {defaults.random_archs}); "
                                                      f"with --pool the pool's size (default {pool.random_archs})")
+    p.add_argument("--variant", action="append", default=[], metavar="OPTION=VALUE[,OPTION=VALUE]",
+                   help="--pool: a GumbelDNAS setting compared beside its defaults with --seeds searches, e.g. "
+                        "arch_credit=choice (repeat for several variants)")
     p.add_argument("--strategy-seeds", type=int, default=pool.strategy_seeds, help="--pool: search seeds of each NNI strategy")
     p.add_argument("--training-seeds", type=int, default=pool.training_seeds,
                    help="--pool: training seeds of every searched export and of the first third of the pool")
@@ -70,11 +73,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nni_covid3d.benchmark import BenchmarkSettings, run_benchmark
-    from nni_covid3d.pool import PoolSettings, run_pool_benchmark
+    from nni_covid3d.pool import PoolSettings, parse_variant, run_pool_benchmark
 
     for root in (args.root, args.test_root):
         if root is not None and not root.is_dir():
             raise UserError(f"dataset root {root} does not exist")
+    if args.variant and not args.pool:
+        raise UserError("--variant applies to --pool only")
     if args.pool and args.test_root is None:
         raise UserError("--pool needs --test-root, a separate test cohort (e.g. nni-covid3d synth --seed 1)")
     space = {"preset": args.preset, **{key: value for key, value in (
@@ -89,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.pool:
             settings = PoolSettings(**given, **recipe, strategy_seeds=args.strategy_seeds,
-                                    training_seeds=args.training_seeds)
+                                    training_seeds=args.training_seeds,
+                                    variants=tuple(parse_variant(text) for text in args.variant))
         else:
             settings = BenchmarkSettings(**given, **recipe)
         if args.pool:
