@@ -113,8 +113,29 @@ class BenchmarkSettings:
             raise ValueError(f"unknown baselines {unknown}; choose from {[m for m in MODEL_NAMES if m != 'covidnet3d']}")
 
 
+class JsonRecord:
+    """A dataclass kept as one JSON file, written atomically (a stopped run never leaves half a record)."""
+
+    #: What a damaged file of this kind is called, and what deleting it redoes.
+    damaged = "damaged benchmark record", "train that model again"
+
+    @classmethod
+    def load(cls, path: Path) -> Any:
+        """The record at ``path``; a damaged one raises ``ValueError`` naming the file (delete it to redo it)."""
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path}: {cls.damaged[0]} ({error}); delete it to {cls.damaged[1]}") from None
+
+    def save(self, path: Path) -> None:
+        from nni_covid3d.atomic import atomic_write_text
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(asdict(self)) + "\n")
+
+
 @dataclass
-class RunRecord:
+class RunRecord(JsonRecord):
     """One model, tested once: its test predictions (scan order of the split), cost and times."""
 
     method: str
@@ -130,19 +151,6 @@ class RunRecord:
     probs: list[list[float]]
     architecture: dict[str, Any] | None = None
 
-    @classmethod
-    def load(cls, path: Path) -> RunRecord:
-        """The record at ``path``; a damaged one raises ``ValueError`` naming the file (delete it to retrain)."""
-        try:
-            return cls(**json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path}: damaged benchmark record ({error}); delete it to train that model again") from None
-
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_suffix(".tmp")
-        staging.write_text(json.dumps(asdict(self)) + "\n")
-        staging.replace(path)  # atomic: a stopped run never leaves half a record
 
 
 class _CountingDataset:

@@ -46,7 +46,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from nni_covid3d.benchmark import (
-    BenchmarkSettings, Protocol, RunRecord, benchmark_split, bootstrap_patients, intensity_controls, run_jobs,
+    BenchmarkSettings, JsonRecord, Protocol, RunRecord, benchmark_split, bootstrap_patients, intensity_controls, run_jobs,
     run_once,
 )
 
@@ -119,7 +119,7 @@ class PoolSettings(BenchmarkSettings):
 
 
 @dataclass
-class SearchRecord:
+class SearchRecord(JsonRecord):
     """One search: what it exported, its final distribution, how it scored the pool, its cost."""
 
     strategy: str
@@ -130,17 +130,7 @@ class SearchRecord:
     path_scores: list[float] | None = None
     history: list[dict[str, float]] = field(default_factory=list)
 
-    @classmethod
-    def load(cls, path: Path) -> SearchRecord:
-        try:
-            return cls(**json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path}: damaged search record ({error}); delete it to search again") from None
-
-    def save(self, path: Path) -> None:
-        from nni_covid3d.atomic import atomic_write_text
-
-        atomic_write_text(path, json.dumps(asdict(self)) + "\n")
+    damaged = "damaged search record", "search again"
 
 
 def variant_name(options: Mapping[str, Any]) -> str:

@@ -1,4 +1,14 @@
-"""Pilot: pick the benchmark task's phantom settings from random architectures only."""
+"""How the powered benchmark's task was chosen: random architectures only, never a searched one.
+
+    python pilot.py NAME INVOLVEMENT_MIN INVOLVEMENT_MAX ARCHS EPOCHS TRAIN_PATIENTS
+
+writes, under /work/runs/pilot/NAME, a CC-CCII training root (TRAIN_PATIENTS, synth seed 0; a quarter of
+them validate) and a 300-patient test cohort (seed 1), both 48 px with 20-36 slices and the given
+involvement, then trains ARCHS uniform draws of the benchmark's space (within ±25% of the median of 300
+draws) for EPOCHS epochs with the benchmark's recipe and scores them on the test cohort (pilot.json).
+The rule (benchmarks/RESULTS.md, *Powered benchmark*): the easiest setting whose random architectures
+spread by at least 10 points with a mean of at most 90%.
+"""
 import json, sys, time
 from pathlib import Path
 import numpy as np
