@@ -25,6 +25,7 @@ test cohort (``--test-root``; the training root gives train and validation patie
 Output folder::
 
     out/split.json                           train / validation (training root) and test (test cohort)
+    out/pool/architectures.json              the pool's architectures (drawn once, read back by every later run)
     out/pool/arch<K>/seed<T>/record.json     pool member K trained with training seed T
     out/runs/<strategy>/seed<S>/search.json  one search: export, final probabilities, path scores, time
     out/runs/<strategy>/seed<S>/train<T>/record.json   its export retrained with training seed T
@@ -181,6 +182,28 @@ def pool_architectures(space_config: Mapping[str, Any], size: int, tolerance: fl
                        "parameters; widen size_tolerance")
 
 
+def _stored_pool(path: Path, space_config: Mapping[str, Any],
+                 settings: PoolSettings) -> tuple[list[dict[str, Any]], float]:
+    """The pool drawn by :func:`pool_architectures`, kept in ``path`` so that every later run of the same
+    folder compares with exactly these architectures (and does not draw them again)."""
+    from nni_covid3d.atomic import atomic_write_text
+
+    drawn_with = {"space": dict(space_config), "size": settings.random_archs, "tolerance": settings.size_tolerance,
+                  "median_draws": settings.median_draws}
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored["drawn_with"] != json.loads(json.dumps(drawn_with)):
+            raise ValueError(f"{path}: this folder's pool was drawn with {stored['drawn_with']}, not {drawn_with}; "
+                             "choose another --out")
+        return stored["architectures"], stored["median_params"]
+    pool, median = pool_architectures(space_config, settings.random_archs, settings.size_tolerance,
+                                      settings.median_draws)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"drawn_with": drawn_with, "median_params": median, "architectures": pool}
+    atomic_write_text(path, json.dumps(record) + "\n")
+    return pool, median
+
+
 def log_probability(probabilities: Mapping[str, Mapping[str, float]], choices: Mapping[str, Any]) -> float:
     """Log-probability of an architecture's ``choices`` under a search's final distribution (independent
     choices); a depth choice's value ``[k]`` is keyed ``"k"``, as ``SearchResult.probabilities``."""
@@ -254,8 +277,7 @@ def run_pool_benchmark(
     split, class_names = benchmark_split(dataset, root, out, test_root=test_root, task=task, split_seed=split_seed,
                                          val_fraction=val_fraction)
     protocol = Protocol(settings, split, class_names, out / "cache")
-    pool, median_params = pool_architectures(protocol.space_config, settings.random_archs, settings.size_tolerance,
-                                             settings.median_draws)
+    pool, median_params = _stored_pool(out / "pool" / "architectures.json", protocol.space_config, settings)
     samples = [arch["choices"] for arch in pool]
 
     def pool_member(k: int, training_seed: int) -> Callable[[Path], RunRecord]:

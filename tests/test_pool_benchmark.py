@@ -27,18 +27,23 @@ def cohorts(tmp_path_factory):
     return train, test
 
 
-def _pool(cohorts, out, *extra):
+def _pool(cohorts, out, **settings):
+    """The pool protocol at toy scale through the library (the command line is run by the refusal test)."""
+    from nni_covid3d.pool import PoolSettings, run_pool_benchmark
+
     train, test = cohorts
-    return main(["benchmark", "--pool", "--dataset", "ccccii", "--root", str(train), "--test-root", str(test),
-                 "--out", str(out), *TOY, *extra])
+    space = {"preset": "S", "widths": [8] * 6, "n_cells": [1] * 6, "head_channels": 16}
+    toy = PoolSettings(space_config=space, depth=8, height=32, width=32, search_epochs=1, retrain_epochs=1,
+                       batch_size=4, bootstrap=50, median_draws=40, random_archs=3, training_seeds=2,
+                       strategies=("random-oneshot",), strategy_seeds=1, **settings)
+    return run_pool_benchmark("ccccii", train, test, out, toy, log=lambda _: None)
 
 
 def test_pool_is_trained_once_and_every_model_reads_the_test_cohort_once(cohorts, tmp_path):
     from nni_covid3d.data import load_dataset, load_split
 
     out = tmp_path / "pool"
-    args = ["--random-archs", "3", "--training-seeds", "2", "--strategies", "random-oneshot", "--strategy-seeds", "1"]
-    assert _pool(cohorts, out, "--seeds", "1", *args) == 0
+    _pool(cohorts, out, seeds=1)
     summary = json.loads((out / "pool.json").read_text())
     context = summary["context"]
     # Pool: 3 members + the first one again with training seed 1; searches: 1 GumbelDNAS + 1 RandomOneShot,
@@ -59,8 +64,7 @@ def test_pool_is_trained_once_and_every_model_reads_the_test_cohort_once(cohorts
     assert "Random search pick" in (out / "pool.md").read_text()
 
     # A GumbelDNAS variant added later reuses the pool and the searches done: only its models train.
-    args += ["--variant", "arch_credit=choice"]
-    assert _pool(cohorts, out, "--seeds", "1", *args) == 0
+    _pool(cohorts, out, seeds=1, variants=({"arch_credit": "choice"},))
     again = json.loads((out / "pool.json").read_text())
     assert again["context"]["models_trained_now"] == 2 and len(again["searches"]) == 3
     assert again["pool"]["members"] == summary["pool"]["members"]
@@ -72,7 +76,7 @@ def test_pool_is_trained_once_and_every_model_reads_the_test_cohort_once(cohorts
     member = out / "pool" / "arch02" / "seed0"
     before = RunRecord.load(member / "record.json")
     shutil.rmtree(member)
-    assert _pool(cohorts, out, "--seeds", "1", *args) == 0
+    _pool(cohorts, out, seeds=1, variants=({"arch_credit": "choice"},))
     assert json.loads((out / "pool.json").read_text())["context"]["models_trained_now"] == 1
     after = RunRecord.load(member / "record.json")
     assert after.architecture == before.architecture and after.val_score == pytest.approx(before.val_score)
