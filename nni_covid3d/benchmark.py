@@ -531,10 +531,11 @@ class Protocol:
             raise RuntimeError(f"{run_dir}: test predictions are not in the split's scan order")
         return result.best_score, probs.tolist(), seconds
 
-    def search(self, strategy: str, seed: int, search_dir: Path,
-               options: Mapping[str, Any] | None = None) -> tuple[Any, float]:
-        """Search with ``strategy`` (and its ``options``) on the training patients (a stopped GumbelDNAS
-        search resumes; NNI's strategies start again). Returns (``SearchResult``, seconds)."""
+    def search(self, strategy: str, seed: int, search_dir: Path, options: Mapping[str, Any] | None = None,
+               epochs: int | None = None) -> tuple[Any, float]:
+        """Search with ``strategy`` (and its ``options``) on the training patients for ``epochs`` (default
+        ``search_epochs``); a stopped GumbelDNAS search resumes, NNI's strategies start again. Returns
+        (``SearchResult``, seconds)."""
         from nni_covid3d.search import run_search
 
         settings = self.settings
@@ -543,7 +544,7 @@ class Protocol:
         if not resume and search_dir.exists():
             shutil.rmtree(search_dir)
         result = run_search(self.data, self.space_config, strategy=strategy, strategy_options=options,
-                            epochs=settings.search_epochs, batch_size=settings.batch_size,
+                            epochs=epochs or settings.search_epochs, batch_size=settings.batch_size,
                             learning_rate=settings.learning_rate, seed=seed, out_dir=search_dir, resume=resume,
                             accelerator=settings.accelerator, precision=settings.precision)
         return result, time.perf_counter() - start

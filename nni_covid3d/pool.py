@@ -67,8 +67,8 @@ class PoolSettings(BenchmarkSettings):
 
     Attributes:
         variants: GumbelDNAS settings compared beside its defaults, each ``{option: value}`` (e.g.
-            ``{"arch_credit": "choice"}``), run with ``seeds`` search seeds as the method
-            ``gumbel-dnas[option=value,...]`` (:func:`variant_name`).
+            ``{"arch_credit": "choice"}``; ``search_epochs`` sets the variant's search budget), run with
+            ``seeds`` search seeds as the method ``gumbel-dnas[option=value,...]`` (:func:`variant_name`).
         strategy_seeds: search seeds of each NNI strategy.
         training_seeds: training seeds of every searched export and of the reseeded pool members.
         reseeded_share: share of the pool (its first members) trained with every training seed.
@@ -101,7 +101,7 @@ class PoolSettings(BenchmarkSettings):
 
         for variant in self.variants:
             try:  # an unknown option or value is refused now, not after the pool is trained
-                GumbelDNAS(**variant)
+                GumbelDNAS(**{key: value for key, value in variant.items() if key != "search_epochs"})
             except TypeError as error:
                 raise ValueError(f"variant {variant_name(variant)}: {error}") from None
 
@@ -294,7 +294,9 @@ def run_pool_benchmark(
             return SearchRecord.load(path)
         log(f"[benchmark] {run_dir} search ...")
         strategy, options, _ = settings.methods[method]
-        result, seconds = protocol.search(strategy, seed, run_dir / "search", options)
+        options = dict(options)
+        epochs = options.pop("search_epochs", None)
+        result, seconds = protocol.search(strategy, seed, run_dir / "search", options, epochs)
         scores = None
         if strategy in SINGLE_PATH:
             from nni_covid3d.strategies.path_scoring import score_paths
