@@ -4,6 +4,8 @@
 # on a separate cohort of 1,000 test patients. Run in an empty folder:
 #   bash run.sh data        # the training root (100 patients) and the independent test cohort (1,000 patients)
 #   bash run.sh pool &  bash run.sh pool    # two processes share the work on one output folder
+#   bash run.sh pool --variant search_epochs=64 --variant search_epochs=64,arch_credit=choice
+#                           # GumbelDNAS variants on the same pool (extra arguments go to the command)
 # A stopped run continues where it stopped; a finished model is never trained again.
 set -euo pipefail
 NNI=${NNI:-nni-covid3d}
@@ -17,7 +19,8 @@ case "${1:-}" in
     $NNI synth --layout ccccii --out data-train --patients 100 --seed 0 $PHANTOMS
     $NNI synth --layout ccccii --out data-test --patients 1000 --seed 1 $PHANTOMS ;;
   pool)
+    shift
     $NNI benchmark --pool --dataset ccccii --root data-train --test-root data-test --out pool-ccccii $SPACE $RECIPE \
-      --random-archs 24 --seeds 5 --strategies $STRATEGIES --strategy-seeds 3 --training-seeds 2 ;;
+      --random-archs 24 --seeds 5 --strategies $STRATEGIES --strategy-seeds 3 --training-seeds 2 "$@" ;;
   *) echo "usage: $0 data|pool" >&2; exit 2 ;;
 esac
