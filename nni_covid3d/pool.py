@@ -365,6 +365,15 @@ def _interval(samples: Sequence[float]) -> tuple[float, float]:
     return float(np.nanpercentile(values, 2.5)), float(np.nanpercentile(values, 97.5))
 
 
+def _model_level_differences(searched: Sequence[float], pool: Sequence[float], n: int, seed: int) -> np.ndarray:
+    """Bootstrap of mean(searched) - mean(pool) resampling the models themselves (search seeds and pool
+    members): an interval that carries the spread between seeds, which resampling test patients does not."""
+    rng = np.random.default_rng(seed)
+    a, b = np.asarray(searched, dtype=float), np.asarray(pool, dtype=float)
+    return np.array([a[rng.integers(len(a), size=len(a))].mean() - b[rng.integers(len(b), size=len(b))].mean()
+                     for _ in range(n)])
+
+
 def analyse_pool(pool: Sequence[RunRecord], searches: Sequence[SearchRecord], searched: Sequence[RunRecord],
                  controls: Sequence[RunRecord], test_patients: Sequence[str], *, bootstrap: int = 1000,
                  seed: int = 0) -> dict[str, Any]:
@@ -460,6 +469,8 @@ def analyse_pool(pool: Sequence[RunRecord], searches: Sequence[SearchRecord], se
             "percentile_mean": float(np.mean([r["percentile"] for r in mine])),
             "minus_pool_mean": float(np.mean([r["minus_pool_mean"] for r in mine])),
             "minus_pool_mean_ci": _interval(mine_boot - pool_boot.mean(axis=0)),
+            "minus_pool_mean_ci_models": _interval(_model_level_differences(
+                [r["test"] for r in mine], pool_test, bootstrap, seed)),
             "minus_random_search": float(np.mean([r["minus_random_search"] for r in mine])),
             "random_search_k": float(np.mean([r["random_search_k"] for r in mine])),
             "search_minutes": float(np.mean([r["search_seconds"] for r in mine])) / 60,

@@ -40,8 +40,10 @@ def markdown_pool_report(summary: Mapping[str, Any]) -> str:
              f"±{context['size_tolerance']:.0%} of the space's median of {context['median_params']:,.0f} parameters, "
              f"trained once with the shared recipe ({pool['reseeded']} of them with a second training seed). "
              f"Every model selected on validation and tested once on {summary['test_scans']} scans of "
-             f"{summary['test_patients']} patients; intervals: 95% bootstrap over test patients (paired), over the "
-             f"pool's architectures for τ. Wall time {60 * context['wall_hours']:.1f} min.", "",
+             f"{summary['test_patients']} patients; intervals: 95% bootstrap over test patients (paired; the same "
+             f"resamples for every model), over search seeds and pool members together where marked (it carries "
+             f"the spread between seeds), over the pool's architectures for τ. "
+             f"Wall time {60 * context['wall_hours']:.1f} min.", "",
              "## The random pool", "",
              markdown_table([{
                  "members": pool["size"], "mean": _pct(pool["mean"]), "std": _pct(pool["std"]),
@@ -59,6 +61,7 @@ def markdown_pool_report(summary: Mapping[str, Any]) -> str:
                  "method": m["title"], "seeds": m["seeds"], "test": _pct(m["test_mean"]),
                  "all": _pct(m["test_all_training_seeds"]), "percentile": f"{m['percentile_mean']:.0f}",
                  "vs_mean": f"{_pct(m['minus_pool_mean'], True)} {_ci(m['minus_pool_mean_ci'])}",
+                 "vs_mean_models": _ci(m["minus_pool_mean_ci_models"]),
                  "vs_rs": f"{_pct(m['minus_random_search'], True)} (k = {m['random_search_k']:.1f})",
                  "entropy": "–" if m["entropy"] is None else f"{m['entropy']:.3f}",
                  "exports": f"{m['same_export']} of {m['seeds']} ({m['distinct_exports']} distinct)",
@@ -66,7 +69,8 @@ def markdown_pool_report(summary: Mapping[str, Any]) -> str:
                  for m in summary["methods"]],
                  (("method", "Method"), ("seeds", "Search seeds"), ("test", "Test acc % (training seed 0)"),
                   ("all", "all training seeds"), ("percentile", "Percentile in pool (mean)"),
-                  ("vs_mean", "− pool mean [95%]"), ("vs_rs", "− random search at equal compute"),
+                  ("vs_mean", "− pool mean [95%, test patients]"), ("vs_mean_models", "[95%, seeds and pool]"),
+                  ("vs_rs", "− random search at equal compute"),
                   ("entropy", "Final norm. entropy"), ("exports", "Same export"), ("search", "Search min"),
                   ("train", "Train min"))).rstrip(), "",
              "## Per search seed", "",
