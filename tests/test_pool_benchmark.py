@@ -55,6 +55,9 @@ def test_pool_is_trained_once_and_every_model_reads_the_test_cohort_once(cohorts
     assert not {s.patient_id for s in split["test"]} & {s.patient_id for s in split["train"] + split["val"]}
     assert summary["pool"]["size"] == 3 and summary["pool"]["reseeded"] == 1
     assert [m["strategy"] for m in summary["methods"]] == ["gumbel-dnas", "random-oneshot"]
+    for method in summary["methods"]:
+        for key in ("minus_pool_mean_ci", "minus_pool_mean_ci_models"):
+            assert -1 <= method[key][0] <= method[key][1] <= 1, method
     row = summary["searches"][0]
     assert 0 <= row["percentile"] <= 100 and len(row["test_seeds"]) == 2 and 1 <= row["random_search_k"] <= 3
     # GumbelDNAS ranks the pool by its log-probabilities and by its supernet; RandomOneShot by its supernet only.
