@@ -2,7 +2,7 @@
 
     python pilot.py NAME INVOLVEMENT_MIN INVOLVEMENT_MAX ARCHS EPOCHS TRAIN_PATIENTS
 
-writes, under /work/runs/pilot/NAME, a CC-CCII training root (TRAIN_PATIENTS, synth seed 0; a quarter of
+writes, under ./NAME, a CC-CCII training root (TRAIN_PATIENTS, synth seed 0; a quarter of
 them validate) and a 300-patient test cohort (seed 1), both 48 px with 20-36 slices and the given
 involvement, then trains ARCHS uniform draws of the benchmark's space (within ±25% of the median of 300
 draws) for EPOCHS epochs with the benchmark's recipe and scores them on the test cohort (pilot.json).
@@ -20,7 +20,7 @@ from nni_covid3d.training import load_classifier
 from nni_covid3d.training.pipeline import TrainConfig, predict, train_model
 
 name, lo, hi, n_archs, epochs, n_train = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
-base = Path("/work/runs/pilot") / name
+base = Path(name)  # under the current folder
 train_root, test_root = base / "train", base / "test"
 for root, n, seed in ((train_root, n_train, 0), (test_root, 300, 1)):
     if not root.exists():
