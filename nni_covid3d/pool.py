@@ -355,7 +355,7 @@ def run_pool_benchmark(
     }
     from nni_covid3d.pool_report import write_pool_report
 
-    write_pool_report(summary, pool_records, searches, searched_records, out)
+    write_pool_report(summary, [*pool_records, *searched_records], out)
     return summary
 
 
@@ -443,6 +443,7 @@ def analyse_pool(pool: Sequence[RunRecord], searches: Sequence[SearchRecord], se
         if found.path_scores:
             scores["supernet_accuracy"] = [found.path_scores[r.member] for r in base]
         row["picks"] = {}
+        row["scores"] = scores
         for name, predicted in scores.items():
             # Selection among the pool's paths by the search's score (random search with weight sharing for
             # the supernet's accuracy): the pick was trained stand-alone already, so it costs no training.

@@ -158,7 +158,8 @@ def _plots(summary: Mapping[str, Any], out: Path) -> None:
         for r in summary["searches"]:
             if r["strategy"] == strategy and score in r.get("scores", {}):
                 entry = r["ranking"][f"{score}_vs_val"]
-                ax.scatter(r["scores"][score], truth, s=14, alpha=0.7,
+                ax.scatter([(100 if score == "supernet_accuracy" else 1) * v for v in r["scores"][score]], truth,
+                           s=14, alpha=0.7,
                            label=f"seed {r['seed']}: τ={entry['kendall_tau']:+.2f}")
         ax.set_xlabel(f"{strategy}: {score.replace('_', ' ')}")
         ax.set_ylabel("stand-alone validation accuracy (%)")
@@ -169,24 +170,14 @@ def _plots(summary: Mapping[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
-def write_pool_report(summary: dict[str, Any], pool: Sequence[Any], searches: Sequence[Any], searched: Sequence[Any],
-                      out: Path) -> None:
-    """Write ``pool.md``, ``pool.json``, ``runs.csv``, ``pool_accuracy.png`` and ``pool_ranking.png`` to ``out``."""
-    from nni_covid3d.pool import log_probability
+def write_pool_report(summary: dict[str, Any], records: Sequence[Any], out: Path) -> None:
+    """Write ``pool.md``, ``pool.json``, ``runs.csv`` (one row per trained model of ``records``),
+    ``pool_accuracy.png`` and ``pool_ranking.png`` to ``out``."""
     from nni_covid3d.tables import csv_table
 
-    base = sorted((r for r in pool if r.seed == 0), key=lambda r: r.member)
-    for row, found in zip(summary["searches"], searches):
-        row["scores"] = {}
-        if found.probabilities:
-            row["scores"]["log_probability"] = [log_probability(found.probabilities, r.architecture["choices"])
-                                                for r in base]
-        if found.path_scores:
-            row["scores"]["supernet_accuracy"] = [100 * found.path_scores[r.member] for r in base]
     (out / "pool.md").write_text(markdown_pool_report(summary))
     (out / "pool.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     runs = [{key: value for key, value in asdict(r).items() if key not in ("labels", "probs", "architecture")}
-            | {"accuracy": float(np.mean(np.asarray(r.labels) == np.asarray(r.probs).argmax(1)))}
-            for r in [*pool, *searched]]
+            | {"accuracy": float(np.mean(np.asarray(r.labels) == np.asarray(r.probs).argmax(1)))} for r in records]
     (out / "runs.csv").write_text(csv_table(runs, [(key, key) for key in runs[0]]))
     _plots(summary, out)

@@ -19,9 +19,6 @@ from .supermodules import keep_batchnorm_stats
 
 __all__ = ["fix_path", "recalibrate_batchnorm", "score_paths"]
 
-_NORMS = (nn.modules.batchnorm._BatchNorm,)
-
-
 def fix_path(oneshot_module: Any, sample: Mapping[str, Any]) -> None:
     """Make every supernet module of ``oneshot_module`` run the candidates of ``sample`` (NNI sample values).
 
@@ -54,7 +51,8 @@ def _labels(module: Any) -> Iterable[str]:
 def recalibrate_batchnorm(model: nn.Module, images: Sequence[torch.Tensor]) -> None:
     """Recompute every BatchNorm's running mean and variance as the plain average over ``images``
     (batches ``[B, C, D, H, W]``), in training mode; the model is left in evaluation mode."""
-    norms = [m for m in model.modules() if isinstance(m, _NORMS) and m.track_running_stats]
+    # Every normalisation layer that tracks running statistics (batch norm of any kind, tracked instance norm).
+    norms = [m for m in model.modules() if getattr(m, "track_running_stats", False) and hasattr(m, "reset_running_stats")]
     momenta = [m.momentum for m in norms]
     for norm in norms:
         norm.reset_running_stats()
