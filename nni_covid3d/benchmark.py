@@ -45,6 +45,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 __all__ = ["BenchmarkSettings", "RunRecord", "Protocol", "run_benchmark", "run_once", "run_jobs", "benchmark_split",
+           "write_runs_csv",
            "intensity_controls", "summarize", "bootstrap_patients", "METRICS"]
 
 #: Scores summarised per method (keys of ``nni_covid3d.metrics.headline_scores``).
@@ -150,6 +151,17 @@ class RunRecord(JsonRecord):
     labels: list[int]
     probs: list[list[float]]
     architecture: dict[str, Any] | None = None
+
+    def correct(self, index: np.ndarray | None = None) -> np.ndarray:
+        """Whether each test scan (or the scans at ``index``, e.g. a bootstrap resample) is classified right."""
+        labels, probs = np.asarray(self.labels), np.asarray(self.probs)
+        if index is not None:
+            labels, probs = labels[index], probs[index]
+        return probs.argmax(1) == labels
+
+    def accuracy(self, index: np.ndarray | None = None) -> float:
+        """Test accuracy (of the scans at ``index`` when given)."""
+        return float(np.mean(self.correct(index)))
 
 
 
@@ -317,6 +329,12 @@ def summarize(records: Sequence[RunRecord], patients: Sequence[str], class_names
 
 
 # ---------------------------------------------------------------------------------------- output
+def write_runs_csv(path: Path, records: Sequence[RunRecord]) -> None:
+    """One row per trained model: its record without the predictions, and its test accuracy."""
+    _write_csv(path, [{key: value for key, value in asdict(r).items() if key not in ("labels", "probs", "architecture")}
+                      | {"accuracy": r.accuracy()} for r in records])
+
+
 def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     from nni_covid3d.tables import csv_table
 
@@ -383,7 +401,7 @@ def _plot(records: Sequence[RunRecord], dataset: str, path: Path) -> Path:
     methods = list(dict.fromkeys(r.method for r in records if r.size_mb is not None))
     for i, method in enumerate(methods):
         runs = [r for r in records if r.method == method]
-        accuracy = [100 * float(np.mean(np.asarray(r.labels) == np.asarray(r.probs).argmax(1))) for r in runs]
+        accuracy = [100 * r.accuracy() for r in runs]
         ax.scatter([r.size_mb for r in runs], accuracy, marker=markers[i % len(markers)], label=_TITLES.get(method, method),
                    alpha=0.5 if method == "random" else 0.9)
     for row in reported_rows([dataset]):
@@ -660,9 +678,7 @@ def run_benchmark(
     }
     (out / "benchmark.md").write_text(markdown_report(summary, context))
     _write_csv(out / "benchmark.csv", summary["methods"])
-    _write_csv(out / "runs.csv", [{key: value for key, value in asdict(r).items() if key not in ("labels", "probs", "architecture")}
-                                  | {"accuracy": float(np.mean(np.asarray(r.labels) == np.asarray(r.probs).argmax(1)))}
-                                  for r in records])
+    write_runs_csv(out / "runs.csv", records)
     _plot(records, dataset, out / "benchmark.png")
     result = {"context": context, **summary}
     (out / "benchmark.json").write_text(json.dumps(result, indent=2, default=str) + "\n")

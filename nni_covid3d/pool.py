@@ -227,13 +227,6 @@ def normalized_entropy(probabilities: Mapping[str, Mapping[str, float]]) -> floa
 
 
 # ----------------------------------------------------------------------------------------- protocol
-def _accuracy(record: RunRecord, index: np.ndarray | None = None) -> float:
-    labels, probs = np.asarray(record.labels), np.asarray(record.probs)
-    if index is not None:
-        labels, probs = labels[index], probs[index]
-    return float(np.mean(probs.argmax(1) == labels))
-
-
 def _path_batches(protocol: Protocol, settings: PoolSettings, seed: int) -> tuple[list[Any], list[Any]]:
     """Training image batches (BatchNorm recalibration) and validation (images, labels) batches."""
     import torch
@@ -390,13 +383,13 @@ def analyse_pool(pool: Sequence[RunRecord], searches: Sequence[SearchRecord], se
 
     resamples = bootstrap_patients(test_patients, bootstrap, seed)
     base = sorted((r for r in pool if r.seed == 0), key=lambda r: r.member)
-    pool_test = np.array([_accuracy(r) for r in base])
+    pool_test = np.array([r.accuracy() for r in base])
     pool_val = np.array([np.nan if r.val_score is None else r.val_score for r in base])
-    pool_boot = np.array([[_accuracy(r, i) for i in resamples] for r in base])  # [members, resamples]
+    pool_boot = np.array([[r.accuracy(i) for i in resamples] for r in base])  # [members, resamples]
     train_seconds = float(np.median([r.train_seconds for r in base]))
     reseeded = {}
     for r in pool:
-        reseeded.setdefault(r.member, {})[r.seed] = _accuracy(r)
+        reseeded.setdefault(r.member, {})[r.seed] = r.accuracy()
     seed_gaps = [max(v.values()) - min(v.values()) for v in reseeded.values() if len(v) > 1]
     pool_summary = {
         "size": len(base), "mean": float(pool_test.mean()), "std": float(pool_test.std(ddof=1)),
@@ -415,19 +408,18 @@ def analyse_pool(pool: Sequence[RunRecord], searches: Sequence[SearchRecord], se
     for found in searches:
         first = by_run[(found.strategy, found.seed, 0)]
         trained = [r for (m, s, _), r in by_run.items() if m == found.strategy and s == found.seed]
-        test = _accuracy(first)
+        test = first.accuracy()
         pipeline_seconds = found.search_seconds + first.train_seconds
         k = min(len(base), max(1, math.ceil(pipeline_seconds / train_seconds)))
         subset = np.random.default_rng(1000 + found.seed).choice(len(base), size=k, replace=False)
         pick = int(subset[np.argmax(np.nan_to_num(pool_val[subset], nan=-1.0))])
-        searched_boot = np.array([_accuracy(first, i) for i in resamples])
+        searched_boot = np.array([first.accuracy(i) for i in resamples])
         versus_mean = searched_boot - pool_boot.mean(axis=0)
         versus_pick = searched_boot - pool_boot[pick]
-        test_mcnemar = mcnemar_exact(np.asarray(first.probs).argmax(1) == np.asarray(first.labels),
-                                     np.asarray(base[pick].probs).argmax(1) == np.asarray(base[pick].labels))
+        test_mcnemar = mcnemar_exact(first.correct(), base[pick].correct())
         row: dict[str, Any] = {
             "strategy": found.strategy, "seed": found.seed, "params": first.params, "val": first.val_score,
-            "test": test, "test_seeds": [_accuracy(r) for r in sorted(trained, key=lambda r: r.member)],
+            "test": test, "test_seeds": [r.accuracy() for r in sorted(trained, key=lambda r: r.member)],
             "percentile": percentile_in_pool(test, pool_test),
             "minus_pool_mean": test - float(pool_test.mean()), "minus_pool_mean_ci": _interval(versus_mean),
             "random_search_k": k, "random_search_member": pick, "random_search_test": float(pool_test[pick]),
@@ -461,7 +453,7 @@ def analyse_pool(pool: Sequence[RunRecord], searches: Sequence[SearchRecord], se
     methods = []
     for strategy in dict.fromkeys(r["strategy"] for r in rows):
         mine = [r for r in rows if r["strategy"] == strategy]
-        mine_boot = np.mean([[_accuracy(by_run[(strategy, r["seed"], 0)], i) for i in resamples] for r in mine], axis=0)
+        mine_boot = np.mean([[by_run[(strategy, r["seed"], 0)].accuracy(i) for i in resamples] for r in mine], axis=0)
         exports = [json.dumps(r["choices"], sort_keys=True) for r in mine]
         method = {
             "strategy": strategy, "title": _TITLES.get(strategy, strategy), "seeds": len(mine),
@@ -494,6 +486,6 @@ def analyse_pool(pool: Sequence[RunRecord], searches: Sequence[SearchRecord], se
                                       for stat in ("kendall_tau", "spearman_rho", "precision_at_25")}
         methods.append(method)
 
-    controls_rows = [{"method": r.method, "test": _accuracy(r)} for r in controls]
+    controls_rows = [{"method": r.method, "test": r.accuracy()} for r in controls]
     return {"pool": pool_summary, "searches": rows, "methods": methods, "controls": controls_rows,
             "test_patients": len(set(test_patients)), "test_scans": len(test_patients)}

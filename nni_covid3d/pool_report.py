@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -173,11 +172,9 @@ def _plots(summary: Mapping[str, Any], out: Path) -> None:
 def write_pool_report(summary: dict[str, Any], records: Sequence[Any], out: Path) -> None:
     """Write ``pool.md``, ``pool.json``, ``runs.csv`` (one row per trained model of ``records``),
     ``pool_accuracy.png`` and ``pool_ranking.png`` to ``out``."""
-    from nni_covid3d.tables import csv_table
+    from nni_covid3d.benchmark import write_runs_csv
 
     (out / "pool.md").write_text(markdown_pool_report(summary))
     (out / "pool.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    runs = [{key: value for key, value in asdict(r).items() if key not in ("labels", "probs", "architecture")}
-            | {"accuracy": float(np.mean(np.asarray(r.labels) == np.asarray(r.probs).argmax(1)))} for r in records]
-    (out / "runs.csv").write_text(csv_table(runs, [(key, key) for key in runs[0]]))
+    write_runs_csv(out / "runs.csv", records)
     _plots(summary, out)
